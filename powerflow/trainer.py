@@ -1,0 +1,478 @@
+"""PowerFlowConfig and PowerFlowTrainer: TRL's GRPOTrainer with the α-power GFlowNet objective.
+
+Generation, batching, gradient accumulation, accelerate/DeepSpeed and `use_vllm` are TRL's. This
+subclass changes three things:
+
+1. scoring (`_generate_and_score_completions`): after TRL has sampled completions from π_θ, the
+   frozen base model scores them — log p_base(y|q) in fp32, with truncated completions scored by
+   their prefix — and log Z inputs (prompt features or leave-one-out estimates) are computed while
+   the whole group of each prompt is still together (TRL shuffles and splits right after);
+2. the loss (`_compute_loss`): w · δ², δ the residual of `objective` (see powerflow.objectives);
+3. the log Z head: its own parameter group and learning rate, saved and restored with checkpoints.
+
+With a PEFT config, p_base is the same weights with the adapter disabled (no second copy in
+memory); without one, a frozen deep copy taken before training.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedModel, TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import add_fused_lm_head, create_model_from_path, disable_dropout_in_model, pad
+
+from powerflow.objectives import (
+    LOGZ_MODES,
+    OBJECTIVES,
+    LogZHead,
+    completion_length,
+    leave_one_out_log_z,
+    mean_pool,
+    power_flow_loss,
+    residual_fn,
+    sequence_log_prob,
+)
+
+LOGZ_HEAD_FILE = "logz_head.safetensors"
+CONFIG_FILE = "powerflow_config.json"
+
+
+@dataclass
+class PowerFlowConfig(GRPOConfig):
+    """GRPOConfig plus the α-power objective. Rollouts always sample from π_θ at temperature 1.
+
+    `epsilon` and `epsilon_high` (GRPO's clip range) are reused as ε_low and ε_high of the
+    sequence-level importance weight w = clip(π_θ/π_old, 1 − ε_low, 1 + ε_high).
+    """
+
+    alpha: float = field(
+        default=4.0,
+        metadata={"help": "Power α of the target p_base(y|q)^α: > 1 sharpens (reasoning), < 1 flattens (diversity)."},
+    )
+    objective: str = field(
+        default="la_tb",
+        metadata={"help": "Residual: 'la_tb' (length-aware, default), 'tb' (exact p_α) or 'tb_token' (ablation)."},
+    )
+    logz: str = field(
+        default="head",
+        metadata={
+            "help": "log Z estimator: 'head' (learned MLP on pooled prompt hidden states) or 'group' "
+            "(parameter-free leave-one-out mean over the other samples of the prompt)."
+        },
+    )
+    logz_learning_rate: float = field(
+        default=1e-2, metadata={"help": "Learning rate of the log Z head's own parameter group."}
+    )
+    logz_hidden_size: int = field(default=64, metadata={"help": "Width of the log Z head's hidden layer."})
+    format_pattern: str | None = field(
+        default=None,
+        metadata={"help": "Regex a completion must contain; when set, ψ(y) = format_penalty for those that don't."},
+    )
+    format_penalty: float = field(
+        default=-0.5, metadata={"help": "ψ for a completion missing `format_pattern` (per token for la_tb)."}
+    )
+    truncation_penalty: float = field(
+        default=0.0,
+        metadata={"help": "Added to ψ for completions that hit max_completion_length without EOS (0 = prefix score only)."},
+    )
+
+    def __post_init__(self):
+        self._validate_power_flow_fields()
+        super().__post_init__()
+
+    def _validate_power_flow_fields(self) -> None:
+        """Refuse settings that would silently train toward the wrong target, naming the fix."""
+        if not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha) or self.alpha <= 0:
+            raise ValueError(
+                f"PowerFlowConfig.alpha must be a finite number > 0, got {self.alpha!r}: use alpha > 1 to sharpen "
+                "(e.g. 4 for base models), alpha < 1 to flatten (e.g. 0.5), alpha = 1 to keep p_base."
+            )
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"PowerFlowConfig.objective={self.objective!r} is unknown: set it to one of {', '.join(OBJECTIVES)}."
+            )
+        if self.logz not in LOGZ_MODES:
+            raise ValueError(f"PowerFlowConfig.logz={self.logz!r} is unknown: set it to one of {', '.join(LOGZ_MODES)}.")
+        eps_low = self.epsilon
+        eps_high = self.epsilon if self.epsilon_high is None else self.epsilon_high
+        if not (0.0 <= eps_low < 1.0) or not (eps_high >= 0.0):
+            raise ValueError(
+                f"PowerFlowConfig clip range [1 - epsilon, 1 + epsilon_high] = [{1 - eps_low}, {1 + eps_high}] is "
+                "inverted or empty: set epsilon in [0, 1) and epsilon_high >= 0."
+            )
+        sampling = {"temperature": (self.temperature, 1.0), "top_p": (self.top_p, 1.0),
+                    "repetition_penalty": (self.repetition_penalty, 1.0)}
+        for name, (value, required) in sampling.items():
+            if value != required:
+                raise ValueError(
+                    f"PowerFlowConfig.{name}={value} changes the rollout distribution, but rollouts must sample "
+                    f"from π_θ itself: set {name}={required} (the power is set by alpha, not by {name})."
+                )
+        if self.top_k not in (0, None) or self.min_p is not None:
+            raise ValueError(
+                "PowerFlowConfig.top_k / min_p truncate the rollout distribution: set top_k=0 and min_p=None so "
+                "rollouts sample from π_θ itself."
+            )
+        if self.beta != 0.0:
+            raise ValueError(f"PowerFlowConfig.beta={self.beta}: the α-power objective has no KL term; set beta=0.0.")
+        if self.mask_truncated_completions:
+            raise ValueError(
+                "PowerFlowConfig.mask_truncated_completions=True drops truncated samples from the loss, which lets "
+                "the policy escape into truncation; set it to False (truncated samples are scored by their prefix)."
+            )
+        if self.logz == "group" and (self.num_generations or 0) < 2:
+            raise ValueError("PowerFlowConfig.logz='group' needs num_generations >= 2: raise num_generations or use logz='head'.")
+        for name in ("format_penalty", "truncation_penalty", "logz_learning_rate"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"PowerFlowConfig.{name} must be finite, got {getattr(self, name)}.")
+        if self.format_pattern is not None:
+            try:
+                re.compile(self.format_pattern)
+            except re.error as err:
+                raise ValueError(f"PowerFlowConfig.format_pattern is not a valid regex ({err}): fix the pattern.") from err
+
+
+class _StepGuard(TrainerCallback):
+    """Runs the trainer's checks between backward and optimizer step (see PowerFlowTrainer)."""
+
+    def __init__(self, trainer: "PowerFlowTrainer"):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer._before_optimizer_step()
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer._after_optimizer_step()
+
+
+class PowerFlowTrainer(GRPOTrainer):
+    """Fine-tunes π_θ toward p_base(y|q)^α (or its length tilt) with trajectory balance.
+
+    Same constructor as GRPOTrainer, without reward functions: the reward is the frozen base
+    model's own log-density. `args` must be a PowerFlowConfig.
+    """
+
+    _tag_names = ["trl", "grpo", "powerflow"]
+
+    def __init__(self, model, args: PowerFlowConfig | None = None, train_dataset=None, eval_dataset=None,
+                 processing_class=None, callbacks=None, optimizers=(None, None), peft_config=None, **kwargs):
+        if args is None:
+            args = PowerFlowConfig("powerflow-output")
+        if not isinstance(args, PowerFlowConfig):
+            raise TypeError(f"PowerFlowTrainer needs args=PowerFlowConfig(...), got {type(args).__name__}.")
+        if "reward_funcs" in kwargs:
+            raise TypeError("PowerFlowTrainer takes no reward_funcs: the reward is the base model's log p_base(y|q).")
+        reference = None
+        if peft_config is None:
+            if isinstance(model, str):
+                init_kwargs = dict(args.model_init_kwargs or {})
+                init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+                model = create_model_from_path(model, **init_kwargs)
+            reference = copy.deepcopy(model)  # taken before TRL patches the forward
+        self._pending_prompt_ids = None
+        self._pending_log_p_base = None
+        super().__init__(
+            model=model, reward_funcs=[self.base_log_density], args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+            processing_class=processing_class, callbacks=callbacks, optimizers=optimizers, peft_config=peft_config,
+            **kwargs,
+        )
+        if reference is not None:
+            self.ref_model = self._prepare_reference(reference)
+        self.logz_head = self._build_logz_head() if args.logz == "head" else None
+        self._format_regex = re.compile(args.format_pattern) if args.format_pattern else None
+        self._nonfinite_pending = False
+        self._logz_warm = self.logz_head is None  # a head is warm-started on the first training batch
+        self.skipped_steps = 0
+        self.add_callback(_StepGuard(self))
+
+    # ------------------------------------------------------------------ set-up
+    def _prepare_reference(self, reference: PreTrainedModel):
+        """Freeze a copy of the initial weights as p_base (full fine-tuning only)."""
+        reference.requires_grad_(False)
+        reference.eval()
+        if self.args.disable_dropout:
+            disable_dropout_in_model(reference)
+        add_fused_lm_head(reference, temperature=1.0, cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32)
+        return self.accelerator.prepare_model(reference, evaluation_mode=True)
+
+    def _build_logz_head(self) -> LogZHead:
+        hidden = int(self.accelerator.unwrap_model(self.model).config.get_text_config().hidden_size)
+        return LogZHead(hidden, self.args.logz_hidden_size).to(self.accelerator.device)
+
+    def create_optimizer(self, model=None):
+        """TRL/transformers' optimizer, plus the log Z head as its own group (own lr, no decay)."""
+        optimizer = super().create_optimizer(model)
+        if self.logz_head is not None:
+            known = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            head_params = [p for p in self.logz_head.parameters() if id(p) not in known]
+            if head_params:
+                optimizer.add_param_group(
+                    {"params": head_params, "lr": self.args.logz_learning_rate, "weight_decay": 0.0}
+                )
+        return optimizer
+
+    # ----------------------------------------------------------------- scoring
+    def _base_per_token_logps(self, input_ids, attention_mask, logits_to_keep):
+        """Per-token log p_base of the completion tokens: the reference copy, or the adapter disabled."""
+        batch_size = self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
+        if self.ref_model is not None:
+            logps, _, _ = self._get_per_token_logps_and_entropies(
+                self.ref_model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
+            )
+            return logps
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        with unwrapped.disable_adapter():
+            logps, _, _ = self._get_per_token_logps_and_entropies(
+                self.model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
+            )
+        return logps
+
+    def _generate(self, prompts):
+        outputs = super()._generate(prompts)
+        self._pending_prompt_ids = outputs[0]  # prompt_ids_list, read by base_log_density
+        return outputs
+
+    def base_log_density(self, prompts, completions, completion_ids, **kwargs) -> list[float]:
+        """The GFlowNet log-reward before the power: log p_base(y|q) = Σ_t log p_base(y_t | y_<t, q).
+
+        Registered as the trainer's only reward function, so TRL logs it as
+        `rewards/base_log_density/mean`. Truncated completions are scored by their prefix. The
+        per-sample values are kept for the loss (α is applied there, per objective).
+        """
+        device = self.accelerator.device
+        pad_id = self._tokenizer.pad_token_id
+        prompt_ids = pad([torch.tensor(ids) for ids in self._pending_prompt_ids], padding_value=pad_id,
+                         padding_side="left").to(device)
+        prompt_mask = pad([torch.ones(len(ids), dtype=torch.long) for ids in self._pending_prompt_ids],
+                          padding_value=0, padding_side="left").to(device)
+        comp = pad([torch.tensor(ids) for ids in completion_ids], padding_value=pad_id, padding_side="right").to(device)
+        comp_mask = pad([torch.ones(len(ids), dtype=torch.long) for ids in completion_ids], padding_value=0,
+                        padding_side="right").to(device)
+        with torch.no_grad():
+            logps = self._base_per_token_logps(
+                torch.cat([prompt_ids, comp], dim=1), torch.cat([prompt_mask, comp_mask], dim=1), comp.size(1)
+            )
+        self._pending_log_p_base = sequence_log_prob(logps, comp_mask)
+        return self._pending_log_p_base.tolist()
+
+    def _base_prompt_features(self, prompt_ids, prompt_mask):
+        """Mean-pooled last hidden state of the prompt under the base model: [B, H]."""
+        if self.ref_model is not None:
+            out = self.ref_model(input_ids=prompt_ids, attention_mask=prompt_mask, output_hidden_states=True)
+        else:
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            with unwrapped.disable_adapter():
+                out = self.model(input_ids=prompt_ids, attention_mask=prompt_mask, output_hidden_states=True)
+        return mean_pool(out.hidden_states[-1].float(), prompt_mask)
+
+    def _is_truncated(self, completion_ids, completion_mask):
+        """True where the last kept token is not an EOS: the sample hit max length (terminal by truncation)."""
+        last = (completion_mask.sum(dim=1) - 1).clamp(min=0)
+        last_tokens = completion_ids.gather(1, last.unsqueeze(1)).squeeze(1)
+        eos = torch.tensor(self.eos_token_ids, device=completion_ids.device)
+        return ~torch.isin(last_tokens, eos)
+
+    def _penalty(self, completion_ids, completion_mask, truncated):
+        """ψ(y) = format_penalty · [pattern missing] + truncation_penalty · [truncated]."""
+        psi = truncated.float() * self.args.truncation_penalty
+        if self._format_regex is not None:
+            texts = self.processing_class.batch_decode(completion_ids * completion_mask, skip_special_tokens=True)
+            missing = torch.tensor([self._format_regex.search(t) is None for t in texts], device=psi.device)
+            psi = psi + missing.float() * self.args.format_penalty
+        return psi
+
+    def _group_log_z(self, batch, log_p_base, length, psi):
+        """Leave-one-out log Z from the old policy's residuals, groups gathered across processes."""
+        old = batch.get("old_per_token_logps")
+        input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+        attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+        if old is None:
+            old, _, _ = self._get_per_token_logps_and_entropies(
+                self.model, input_ids, attention_mask, batch["completion_ids"].size(1),
+                batch_size=self.args.per_device_train_batch_size,
+            )
+        log_pi_old = sequence_log_prob(old, batch["completion_mask"])
+        partial = residual_fn(self.args.objective)(
+            torch.zeros_like(log_pi_old), log_pi_old, log_p_base, length, self.args.alpha, psi
+        )
+        mode = "train" if self.model.training else "eval"
+        group = self.num_generations if mode == "train" else self.num_generations_eval
+        everything = self.accelerator.gather(partial)
+        n = partial.size(0)
+        rank = self.accelerator.process_index
+        return leave_one_out_log_z(everything, group)[rank * n : (rank + 1) * n]
+
+    def _generate_and_score_completions(self, inputs):
+        batch = super()._generate_and_score_completions(inputs)
+        prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"]
+        completion_ids, completion_mask = batch["completion_ids"], batch["completion_mask"]
+        with torch.no_grad():
+            log_p_base, self._pending_log_p_base = self._pending_log_p_base, None
+            if log_p_base is None or log_p_base.shape[0] != completion_ids.shape[0]:
+                raise RuntimeError("base_log_density did not score this batch; was _calculate_rewards overridden?")
+            length = completion_length(completion_mask)
+            truncated = self._is_truncated(completion_ids, completion_mask)
+            psi = self._penalty(completion_ids, completion_mask, truncated)
+            batch["pf_log_p_base"] = log_p_base
+            batch["pf_truncated"] = truncated
+            batch["pf_psi"] = psi
+            if self.args.logz == "head":
+                batch["pf_prompt_features"] = self._base_prompt_features(prompt_ids, prompt_mask)
+            else:
+                batch["pf_log_z"] = self._group_log_z(batch, log_p_base, length, psi)
+        mode = "train" if self.model.training else "eval"
+        per_token = self.accelerator.gather(log_p_base / length).mean().item()
+        self._metrics[mode]["powerflow/log_p_base_per_token"].append(per_token)
+        self._metrics[mode]["powerflow/truncated_fraction"].append(
+            self.accelerator.gather(truncated.float()).mean().item()
+        )
+        return batch
+
+    # -------------------------------------------------------------------- loss
+    def _policy_log_z(self, inputs):
+        if self.logz_head is not None:
+            return self.logz_head(inputs["pf_prompt_features"])
+        return inputs["pf_log_z"]
+
+    @torch.no_grad()
+    def _warm_start_logz_head(self, log_pi, log_p_base, length, psi) -> None:
+        """Set the head's output bias to the batch moment estimate of log Z before its first update.
+
+            b₂ ← − mean_y [ δ(y) at log Z = 0 ]
+
+        A fresh head predicts 0, which for α ≠ 1 is far from log Z; the first updates would then carry
+        large residuals of one sign and can collapse the policy before the head catches up. The
+        estimate is exact when all residuals agree (at the fixed point; for α = 1 and π = p_base it is 0).
+        """
+        partial = residual_fn(self.args.objective)(
+            torch.zeros_like(log_pi), log_pi.detach(), log_p_base, length, self.args.alpha, psi
+        )
+        estimate = -self.accelerator.gather(partial.float()).mean()
+        if torch.isfinite(estimate):
+            self.logz_head.out.bias.fill_(estimate.item())
+            self._logz_warm = True
+
+    def _compute_loss(self, model, inputs):
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        input_ids = torch.cat([inputs["prompt_ids"], completion_ids], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], completion_mask], dim=1)
+        per_token_logps, _, _ = self._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, completion_ids.size(1)
+        )
+        log_pi = sequence_log_prob(per_token_logps, completion_mask)
+        old = inputs.get("old_per_token_logps")
+        log_pi_old = log_pi.detach() if old is None else sequence_log_prob(old, completion_mask)
+        length = completion_length(completion_mask)
+        if not self._logz_warm and self.model.training:
+            self._warm_start_logz_head(log_pi, inputs["pf_log_p_base"], length, inputs["pf_psi"])
+        terms = power_flow_loss(
+            objective=self.args.objective,
+            alpha=self.args.alpha,
+            log_z=self._policy_log_z(inputs),
+            log_pi=log_pi,
+            log_pi_old=log_pi_old,
+            log_p_base=inputs["pf_log_p_base"],
+            length=length,
+            psi=inputs["pf_psi"],
+            epsilon_low=self.epsilon_low,
+            epsilon_high=self.epsilon_high,
+        )
+        mode = "train" if self.model.training else "eval"
+        loss = terms.loss
+        if not torch.isfinite(loss):
+            # Never backpropagate a non-finite loss: flag the accumulation window so its optimizer step is
+            # skipped (see _before_optimizer_step), and return a zero that touches no parameter.
+            self._nonfinite_pending = True
+            loss = torch.zeros((), device=loss.device, requires_grad=True)
+        self._log_terms(mode, terms, length)
+        normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+        return loss / normalizer
+
+    def _log_terms(self, mode, terms, length):
+        gather = self.accelerator.gather
+        residual = gather(terms.residual.detach().float())
+        finite = residual[torch.isfinite(residual)]
+        metrics = self._metrics[mode]
+        metrics["powerflow/log_z"].append(gather(terms.log_z.detach().float()).mean().item())
+        metrics["powerflow/completion_length"].append(gather(length).mean().item())
+        metrics["powerflow/residual_var"].append(finite.var(unbiased=False).item() if finite.numel() else math.nan)
+        metrics["powerflow/clip_fraction"].append(gather(terms.clipped.float()).mean().item())
+        metrics["powerflow/skipped_steps"].append(float(self.skipped_steps + int(self._nonfinite_pending)))
+
+    # --------------------------------------------------------- optimizer guard
+    def _before_optimizer_step(self) -> None:
+        """Reduce and clip the head's gradients; drop every gradient if the window saw a non-finite loss.
+
+        A parameter whose .grad is None is left untouched by torch optimizers (no update, no weight
+        decay, no moment change), so clearing all gradients skips the step exactly.
+        """
+        if self.logz_head is not None:
+            grads = [p.grad for p in self.logz_head.parameters() if p.grad is not None]
+            if grads and self.accelerator.num_processes > 1:
+                for g in grads:
+                    g.copy_(self.accelerator.reduce(g, reduction="mean"))
+            if grads and self.args.max_grad_norm and self.args.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(list(self.logz_head.parameters()), self.args.max_grad_norm)
+        if self._nonfinite_pending:
+            for p in self._trainable_parameters():
+                p.grad = None
+            self.skipped_steps += 1
+            self._nonfinite_pending = False
+
+    def _after_optimizer_step(self) -> None:
+        if self.logz_head is not None:
+            self.logz_head.zero_grad(set_to_none=True)
+
+    def _trainable_parameters(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.logz_head is not None:
+            params += list(self.logz_head.parameters())
+        return params
+
+    # ------------------------------------------------------------- persistence
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        """Save the adapter (or model) as TRL does, plus the log Z head and the resolved config."""
+        super()._save(output_dir, state_dict=state_dict)
+        output_dir = Path(output_dir if output_dir is not None else self.args.output_dir)
+        if self.logz_head is not None:
+            tensors = {k: v.detach().cpu().contiguous() for k, v in self.logz_head.state_dict().items()}
+            save_file(tensors, output_dir / LOGZ_HEAD_FILE, metadata={
+                "hidden_size": str(self.logz_head.hidden_size), "width": str(self.logz_head.width)})
+        (output_dir / CONFIG_FILE).write_text(json.dumps(resolved_config(self.args), indent=2, sort_keys=True))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model=model)
+        if self.logz_head is not None:
+            path = Path(resume_from_checkpoint) / LOGZ_HEAD_FILE
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"checkpoint {resume_from_checkpoint} has no {LOGZ_HEAD_FILE}: it was not written by "
+                    "PowerFlowTrainer with logz='head'; resume with the same logz setting it was trained with."
+                )
+            self.logz_head.load_state_dict(load_file(path, device=str(self.accelerator.device)))
+            self._logz_warm = True
+
+
+def resolved_config(args: PowerFlowConfig) -> dict:
+    """The full config as plain JSON types (TrainingArguments.to_dict, minus secrets TRL redacts)."""
+    return json.loads(args.to_json_string())
+
+
+def load_logz_head(checkpoint_dir: str | Path) -> LogZHead:
+    """Rebuild the log Z head saved in a checkpoint directory."""
+    path = Path(checkpoint_dir) / LOGZ_HEAD_FILE
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    head = LogZHead(int(meta["hidden_size"]), int(meta["width"]))
+    head.load_state_dict(load_file(path))
+    return head
