@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Set up the project's own virtual environment (first run only) and run one job in it.
+#   scripts/dev.sh main   -> the main job (exact verification sweep; prints its table)
+#   scripts/dev.sh test   -> the whole test suite
+# Any further arguments are passed on (to pytest for `test`, to `powerflow verify-exact` for `main`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${POWERFLOW_VENV:-.venv}"
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "powerflow needs Python 3.11 (found $("$PY" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
+  exit 2
+fi
+
+# Reinstall when pyproject.toml changes; the stamp names its hash.
+stamp="$VENV/.powerflow-installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "setting up $VENV (first run: about 3 minutes) ..."
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+  rm -f "$VENV"/.powerflow-installed-*
+  touch "$stamp"
+fi
+
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 DVC_NO_ANALYTICS=1 \
+  PREFECT_SERVER_ANALYTICS_ENABLED=false GX_ANALYTICS_ENABLED=false TOKENIZERS_PARALLELISM=false
+
+job="${1:-}"
+shift || true
+case "$job" in
+  main) exec "$VENV/bin/powerflow" verify-exact "$@" ;;
+  test) exec "$VENV/bin/python" -m pytest "$@" ;;
+  *) echo "usage: scripts/dev.sh main|test [args...]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,162 @@
+"""PowerFlowTrainer on real tiny transformers models: fixed point, truncation, NaN guard, checkpoints."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from powerflow.exact import enumerate_terminals
+from powerflow.trainer import CONFIG_FILE, LOGZ_HEAD_FILE, PowerFlowConfig, PowerFlowTrainer, load_logz_head
+from powerflow.verify import trainer_for_enumerable
+
+
+def _trainable(trainer):
+    params = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    if trainer.logz_head is not None:
+        params.update({f"logz_head.{n}": p.detach().clone() for n, p in trainer.logz_head.named_parameters()})
+    return params
+
+
+class _Snapshots(TrainerCallback):
+    """Copies of every trainable parameter after each optimizer step."""
+
+    def __init__(self, trainer):
+        self.trainer, self.after_step = trainer, []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.after_step.append(_trainable(self.trainer))
+
+
+def _max_change(a, b):
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+@pytest.mark.parametrize("lora_r", [8, 0], ids=["lora", "full"])
+def test_alpha_one_at_exact_log_z_has_zero_loss_and_no_drift(tmp_path, small_cfg, lora_r):
+    from dataclasses import replace
+
+    cfg = replace(small_cfg, lora_r=lora_r)
+    trainer, _, _ = trainer_for_enumerable(cfg, alpha=1.0, objective="la_tb", output_dir=tmp_path, logging_steps=1)
+    before = _trainable(trainer)
+    trainer.train()
+    after = _trainable(trainer)
+    assert _max_change(before, after) == 0.0
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == small_cfg.steps and all(abs(v) < 1e-12 for v in losses)
+    grad_norms = [h["grad_norm"] for h in trainer.state.log_history if "grad_norm" in h]
+    assert all(g == 0.0 for g in grad_norms)
+
+
+def test_training_moves_parameters_and_logs_every_metric(tmp_path, small_cfg):
+    trainer, _, _ = trainer_for_enumerable(small_cfg, alpha=4.0, objective="la_tb", output_dir=tmp_path, logging_steps=1)
+    before = _trainable(trainer)
+    trainer.train()
+    after = _trainable(trainer)
+    lora_changed = [k for k in before if "lora_" in k and not torch.equal(before[k], after[k])]
+    assert lora_changed, "no LoRA parameter changed"
+    assert not torch.equal(before["logz_head.out.bias"], after["logz_head.out.bias"])
+    base_params = [k for k in before if "lora_" not in k and not k.startswith("logz_head")]
+    assert base_params == []  # with LoRA the base weights are frozen: p_base is the adapter-disabled model
+    logged = trainer.state.log_history[0]
+    for key in ("loss", "powerflow/log_z", "powerflow/completion_length", "powerflow/residual_var",
+                "powerflow/clip_fraction", "powerflow/skipped_steps", "rewards/base_log_density/mean"):
+        assert key in logged and math.isfinite(logged[key]), key
+
+
+def test_truncated_completions_are_scored_by_their_prefix_and_kept(tmp_path, small_cfg):
+    trainer, base, prompt_ids = trainer_for_enumerable(small_cfg, alpha=2.0, objective="tb", output_dir=tmp_path)
+    exact = dict(zip(base.sequences, base.log_prob.tolist()))
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions([{"prompt": small_cfg.prompt}] * small_cfg.num_generations)
+    ids, mask = batch["completion_ids"], batch["completion_mask"]
+    seen_truncated = 0
+    for i in range(ids.size(0)):
+        seq = tuple(ids[i, : int(mask[i].sum())].tolist())
+        truncated = bool(batch["pf_truncated"][i])
+        assert truncated == (len(seq) == small_cfg.max_completion_length and seq[-1] != 0)
+        assert batch["pf_log_p_base"][i].item() == pytest.approx(exact[seq], abs=1e-4)
+        if truncated:
+            seen_truncated += 1
+            assert int(mask[i].sum()) == small_cfg.max_completion_length  # not masked out of the loss
+    assert seen_truncated > 0, "the random base truncates often; the batch should hold some"
+
+
+def test_non_finite_loss_skips_the_optimizer_step(tmp_path, small_cfg):
+    trainer, _, _ = trainer_for_enumerable(small_cfg, alpha=2.0, objective="la_tb", output_dir=tmp_path, logging_steps=1)
+    calls = {"n": 0}
+    original = trainer._base_per_token_logps
+
+    def nan_on_second_batch(*args, **kwargs):
+        calls["n"] += 1
+        out = original(*args, **kwargs)
+        return torch.full_like(out, float("nan")) if calls["n"] == 2 else out
+
+    trainer._base_per_token_logps = nan_on_second_batch
+    snaps = _Snapshots(trainer)
+    trainer.add_callback(snaps)
+    before = _trainable(trainer)
+    trainer.train()
+    assert trainer.skipped_steps == 1
+    assert _max_change(before, snaps.after_step[0]) > 0  # step 1 trained
+    assert _max_change(snaps.after_step[0], snaps.after_step[1]) == 0.0  # step 2 skipped: nothing moved
+    assert _max_change(snaps.after_step[1], snaps.after_step[2]) > 0  # step 3 trained again
+    skipped = [h["powerflow/skipped_steps"] for h in trainer.state.log_history if "powerflow/skipped_steps" in h]
+    assert skipped[:3] == [0.0, 1.0, 1.0]
+
+
+def test_checkpoint_holds_adapter_head_config_and_resumes_exactly(tmp_path, small_cfg):
+    run_dir = tmp_path / "run"
+    trainer, _, _ = trainer_for_enumerable(small_cfg, alpha=2.0, objective="la_tb", output_dir=run_dir,
+                                           save_strategy="steps", save_steps=2)
+    trainer.train()
+    uninterrupted = _trainable(trainer)
+    ckpt = run_dir / "checkpoint-2"
+    for name in ("adapter_model.safetensors", LOGZ_HEAD_FILE, CONFIG_FILE, "optimizer.pt", "trainer_state.json"):
+        assert (ckpt / name).is_file(), name
+    saved = json.loads((ckpt / CONFIG_FILE).read_text())
+    assert (saved["alpha"], saved["objective"], saved["logz"]) == (2.0, "la_tb", "head")
+    head = load_logz_head(ckpt)
+    assert head.out.bias.item() != 0.0
+
+    resumed, _, _ = trainer_for_enumerable(small_cfg, alpha=2.0, objective="la_tb", output_dir=tmp_path / "resumed",
+                                           save_strategy="no")
+    resumed.train(resume_from_checkpoint=str(ckpt))
+    assert resumed.state.global_step == small_cfg.steps
+    final = _trainable(resumed)
+    assert _max_change(uninterrupted, final) < 1e-5
+
+    state = torch.load(ckpt / "optimizer.pt", weights_only=True)
+    assert len(state["param_groups"]) == 3  # decay, no-decay, and the log Z head's own group
+    assert state["param_groups"][2]["lr"] < small_cfg.logz_learning_rate  # linear decay applies to it too
+
+
+def test_full_fine_tuning_keeps_a_frozen_reference(tmp_path, small_cfg):
+    from dataclasses import replace
+
+    cfg = replace(small_cfg, lora_r=0)
+    trainer, base, prompt_ids = trainer_for_enumerable(cfg, alpha=4.0, objective="tb", output_dir=tmp_path)
+    ref_before = {n: p.detach().clone() for n, p in trainer.ref_model.named_parameters()}
+    trainer.train()
+    assert all(not p.requires_grad for p in trainer.ref_model.parameters())
+    assert all(torch.equal(ref_before[n], p) for n, p in trainer.ref_model.named_parameters())
+    again = enumerate_terminals(trainer.ref_model, prompt_ids, 0, cfg.max_completion_length)
+    assert torch.allclose(again.log_prob, base.log_prob, atol=1e-6)
+    policy = enumerate_terminals(trainer.model, prompt_ids, 0, cfg.max_completion_length)
+    assert not torch.allclose(policy.log_prob, base.log_prob, atol=1e-4)
+
+
+def test_trainer_refuses_reward_functions_and_plain_grpo_config(tmp_path, small_cfg):
+    from trl import GRPOConfig
+
+    from powerflow.world.enumerable import random_base
+
+    model, tok = random_base()
+    with pytest.raises(TypeError, match="PowerFlowConfig"):
+        PowerFlowTrainer(model=model, args=GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False),
+                         processing_class=tok)
+    with pytest.raises(TypeError, match="reward"):
+        PowerFlowTrainer(model=model, args=PowerFlowConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False),
+                         processing_class=tok, reward_funcs=[lambda **k: [0.0]])

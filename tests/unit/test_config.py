@@ -1,0 +1,79 @@
+"""Config validation: each bad value gives one error naming the field and the fix."""
+
+import math
+
+import pytest
+
+from powerflow.config import ConfigError, ExactCheckConfig, load_exact_config, section_from_dict
+from powerflow.trainer import PowerFlowConfig
+
+
+def _cfg(**kw):
+    base = dict(output_dir="/tmp/pf-config-test", report_to="none", use_cpu=True, bf16=False)
+    base.update(kw)
+    return PowerFlowConfig(**base)
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"alpha": 0.0}, "alpha"),
+        ({"alpha": -1.0}, "alpha"),
+        ({"alpha": math.nan}, "alpha"),
+        ({"alpha": math.inf}, "alpha"),
+        ({"epsilon": 1.2}, "epsilon"),
+        ({"epsilon": 0.2, "epsilon_high": -0.5}, "epsilon_high"),
+        ({"objective": "subtb"}, "objective"),
+        ({"logz": "table"}, "logz"),
+        ({"temperature": 0.7}, "temperature"),
+        ({"top_p": 0.9}, "top_p"),
+        ({"top_k": 50}, "top_k"),
+        ({"beta": 0.04}, "beta"),
+        ({"mask_truncated_completions": True}, "mask_truncated_completions"),
+        ({"logz": "group", "num_generations": 1, "per_device_train_batch_size": 1}, "num_generations"),
+        ({"format_pattern": "(unclosed"}, "format_pattern"),
+    ],
+)
+def test_power_flow_config_refuses(kwargs, field):
+    with pytest.raises(ValueError, match=field) as err:
+        _cfg(**kwargs)
+    assert "set" in str(err.value) or "use" in str(err.value) or "fix" in str(err.value)
+
+
+def test_power_flow_config_defaults():
+    cfg = _cfg()
+    assert (cfg.alpha, cfg.objective, cfg.logz, cfg.temperature, cfg.beta) == (4.0, "la_tb", "head", 1.0, 0.0)
+    assert cfg.mask_truncated_completions is False
+
+
+def test_params_section_refuses_unknown_keys_and_bad_types():
+    with pytest.raises(ConfigError, match=r"exact\.alpah"):
+        section_from_dict(ExactCheckConfig, {"alpah": [2.0]}, "exact")
+    with pytest.raises(ConfigError, match=r"exact\.alphas must be a list"):
+        section_from_dict(ExactCheckConfig, {"alphas": 2.0}, "exact")
+    with pytest.raises(ConfigError, match=r"exact\.alphas contains -1"):
+        section_from_dict(ExactCheckConfig, {"alphas": [2.0, -1]}, "exact")
+    with pytest.raises(ConfigError, match=r"exact\.steps must be an integer"):
+        section_from_dict(ExactCheckConfig, {"steps": "many"}, "exact")
+    cfg = section_from_dict(ExactCheckConfig, {"alphas": [1, 3]}, "exact")
+    assert cfg.alphas == (1.0, 3.0)
+
+
+def test_params_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_exact_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("exact: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_exact_config(bad)
+    other = tmp_path / "other.yaml"
+    other.write_text("train: {}\n")
+    with pytest.raises(ConfigError, match="no `exact:` section"):
+        load_exact_config(other)
+
+
+def test_repository_params_file_loads():
+    from pathlib import Path
+
+    cfg = load_exact_config(Path(__file__).resolve().parents[2] / "params.yaml")
+    assert cfg.alphas and all(a > 0 for a in cfg.alphas)
