@@ -264,14 +264,23 @@ class PowerFlowTrainer(GRPOTrainer):
         return self._pending_log_p_base.tolist()
 
     def _base_prompt_features(self, prompt_ids, prompt_mask):
-        """Mean-pooled last hidden state of the prompt under the base model: [B, H]."""
+        """Mean-pooled last hidden state of each prompt under the base model: [B, H].
+
+        Each prompt appears num_generations times in a batch; it is encoded once (unique rows) and
+        the features are repeated back, so this costs one prompt-only forward per distinct prompt.
+        """
+        unique_ids, inverse = torch.unique(prompt_ids, dim=0, return_inverse=True)
+        first = torch.zeros(unique_ids.size(0), dtype=torch.long, device=prompt_ids.device)
+        first.scatter_(0, inverse, torch.arange(prompt_ids.size(0), device=prompt_ids.device))
+        ids, mask = prompt_ids[first], prompt_mask[first]
+        kwargs = dict(input_ids=ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=1)
         if self.ref_model is not None:
-            out = self.ref_model(input_ids=prompt_ids, attention_mask=prompt_mask, output_hidden_states=True)
+            out = self.ref_model(**kwargs)
         else:
             unwrapped = self.accelerator.unwrap_model(self.model)
             with unwrapped.disable_adapter():
-                out = self.model(input_ids=prompt_ids, attention_mask=prompt_mask, output_hidden_states=True)
-        return mean_pool(out.hidden_states[-1].float(), prompt_mask)
+                out = self.model(**kwargs)
+        return mean_pool(out.hidden_states[-1].float(), mask)[inverse]
 
     def _is_truncated(self, completion_ids, completion_mask):
         """True where the last kept token is not an EOS: the sample hit max length (terminal by truncation)."""
