@@ -62,8 +62,9 @@ def run_child(kind: str, steps: int, warmup: int, seed: int) -> dict:
     model = build_model(len(tokenizer), seed=seed, hidden_size=128, num_layers=4, init_scale=0.1)
     prompts = ["a b c", "d e f g", "h i", "j k l m n"]
     dataset = Dataset.from_dict({"prompt": prompts * (steps * 2)})
+    workdir = tempfile.TemporaryDirectory(prefix=f"bench-{kind}-")
     common = dict(
-        output_dir=tempfile.mkdtemp(prefix=f"bench-{kind}-"),
+        output_dir=workdir.name,
         per_device_train_batch_size=32,
         num_generations=8,
         max_completion_length=24,
@@ -100,6 +101,7 @@ def run_child(kind: str, steps: int, warmup: int, seed: int) -> dict:
     trainer.train()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     times = [b - a for a, b in zip([start] + stamps[:-1], stamps)][warmup:]
+    workdir.cleanup()
     return {"kind": kind, "step_seconds": statistics.median(times), "rss_before_kib": rss_before,
             "peak_rss_kib": peak, "train_peak_kib": peak - rss_before}
 
