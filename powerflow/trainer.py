@@ -16,6 +16,7 @@ memory); without one, a frozen deep copy taken before training.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -177,8 +178,10 @@ class PowerFlowTrainer(GRPOTrainer):
                 init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
                 model = create_model_from_path(model, **init_kwargs)
             reference = copy.deepcopy(model)  # taken before TRL patches the forward
+        # Scoring hand-offs within one generation batch: _generate -> base_log_density -> scoring.
         self._pending_prompt_ids = None
         self._pending_log_p_base = None
+        self._pending_prompt_features = None
         super().__init__(
             model=model, reward_funcs=[self.base_log_density], args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
             processing_class=processing_class, callbacks=callbacks, optimizers=optimizers, peft_config=peft_config,
@@ -220,20 +223,47 @@ class PowerFlowTrainer(GRPOTrainer):
         return optimizer
 
     # ----------------------------------------------------------------- scoring
-    def _base_per_token_logps(self, input_ids, attention_mask, logits_to_keep):
-        """Per-token log p_base of the completion tokens: the reference copy, or the adapter disabled."""
-        batch_size = self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
+    @contextlib.contextmanager
+    def _base_model(self):
+        """The module that computes p_base: the frozen reference copy, or the policy with its adapter disabled."""
         if self.ref_model is not None:
-            logps, _, _ = self._get_per_token_logps_and_entropies(
-                self.ref_model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
-            )
-            return logps
-        unwrapped = self.accelerator.unwrap_model(self.model)
-        with unwrapped.disable_adapter():
-            logps, _, _ = self._get_per_token_logps_and_entropies(
-                self.model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
-            )
-        return logps
+            yield self.ref_model
+        else:
+            with self.accelerator.unwrap_model(self.model).disable_adapter():
+                yield self.model
+
+    def _backbone(self, model):
+        """The transformer body whose `last_hidden_state` the fused LM head projects."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        if hasattr(unwrapped, "get_base_model"):
+            unwrapped = unwrapped.get_base_model()
+        return unwrapped.base_model
+
+    def _base_forward(self, input_ids, attention_mask, logits_to_keep, prompt_mask=None):
+        """One forward pass of the base model over prompt + completion.
+
+        Returns (per-token log p_base of the completion tokens [B, C], prompt features [B, H] or None).
+        With `prompt_mask`, a hook on the backbone keeps the last hidden states of the prompt positions,
+        mean-pooled into the log Z head's features: no second pass over the prompt.
+        """
+        batch_size = self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
+        kept: list[torch.Tensor] = []
+        with self._base_model() as model:
+            handle = None
+            if prompt_mask is not None:
+                width = prompt_mask.size(1)
+                handle = self._backbone(model).register_forward_hook(
+                    lambda module, args, output: kept.append(output.last_hidden_state[:, :width].detach().float())
+                )
+            try:
+                logps, _, _ = self._get_per_token_logps_and_entropies(
+                    model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size
+                )
+            finally:
+                if handle is not None:
+                    handle.remove()
+        features = mean_pool(torch.cat(kept), prompt_mask) if prompt_mask is not None else None
+        return logps, features
 
     def _generate(self, prompts):
         outputs = super()._generate(prompts)
@@ -257,30 +287,12 @@ class PowerFlowTrainer(GRPOTrainer):
         comp_mask = pad([torch.ones(len(ids), dtype=torch.long) for ids in completion_ids], padding_value=0,
                         padding_side="right").to(device)
         with torch.no_grad():
-            logps = self._base_per_token_logps(
-                torch.cat([prompt_ids, comp], dim=1), torch.cat([prompt_mask, comp_mask], dim=1), comp.size(1)
+            logps, self._pending_prompt_features = self._base_forward(
+                torch.cat([prompt_ids, comp], dim=1), torch.cat([prompt_mask, comp_mask], dim=1), comp.size(1),
+                prompt_mask=prompt_mask if self.args.logz == "head" else None,
             )
         self._pending_log_p_base = sequence_log_prob(logps, comp_mask)
         return self._pending_log_p_base.tolist()
-
-    def _base_prompt_features(self, prompt_ids, prompt_mask):
-        """Mean-pooled last hidden state of each prompt under the base model: [B, H].
-
-        Each prompt appears num_generations times in a batch; it is encoded once (unique rows) and
-        the features are repeated back, so this costs one prompt-only forward per distinct prompt.
-        """
-        unique_ids, inverse = torch.unique(prompt_ids, dim=0, return_inverse=True)
-        first = torch.zeros(unique_ids.size(0), dtype=torch.long, device=prompt_ids.device)
-        first.scatter_(0, inverse, torch.arange(prompt_ids.size(0), device=prompt_ids.device))
-        ids, mask = prompt_ids[first], prompt_mask[first]
-        kwargs = dict(input_ids=ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=1)
-        if self.ref_model is not None:
-            out = self.ref_model(**kwargs)
-        else:
-            unwrapped = self.accelerator.unwrap_model(self.model)
-            with unwrapped.disable_adapter():
-                out = self.model(**kwargs)
-        return mean_pool(out.hidden_states[-1].float(), mask)[inverse]
 
     def _is_truncated(self, completion_ids, completion_mask):
         """True where the last kept token is not an EOS: the sample hit max length (terminal by truncation)."""
@@ -321,7 +333,6 @@ class PowerFlowTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         batch = super()._generate_and_score_completions(inputs)
-        prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"]
         completion_ids, completion_mask = batch["completion_ids"], batch["completion_mask"]
         with torch.no_grad():
             log_p_base, self._pending_log_p_base = self._pending_log_p_base, None
@@ -334,7 +345,7 @@ class PowerFlowTrainer(GRPOTrainer):
             batch["pf_truncated"] = truncated
             batch["pf_psi"] = psi
             if self.args.logz == "head":
-                batch["pf_prompt_features"] = self._base_prompt_features(prompt_ids, prompt_mask)
+                batch["pf_prompt_features"], self._pending_prompt_features = self._pending_prompt_features, None
             else:
                 batch["pf_log_z"] = self._group_log_z(batch, log_p_base, length, psi)
         mode = "train" if self.model.training else "eval"

@@ -83,17 +83,31 @@ def test_truncated_completions_are_scored_by_their_prefix_and_kept(tmp_path, sma
     assert seen_truncated > 0, "the random base truncates often; the batch should hold some"
 
 
+def test_head_features_are_the_base_models_pooled_prompt_states(tmp_path, small_cfg):
+    """The features captured during the scoring pass equal a separate forward of the prompt alone."""
+    trainer, _, prompt_ids = trainer_for_enumerable(small_cfg, alpha=2.0, objective="la_tb", output_dir=tmp_path)
+    trainer.train()  # the adapter moves away from zero, so "adapter disabled" is a real distinction
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions([{"prompt": small_cfg.prompt}] * small_cfg.num_generations)
+    with trainer.accelerator.unwrap_model(trainer.model).disable_adapter():
+        out = trainer.model(input_ids=torch.tensor([prompt_ids]), output_hidden_states=True)
+    expected = out.hidden_states[-1][0].float().mean(dim=0)
+    feats = batch["pf_prompt_features"]
+    assert feats.shape == (small_cfg.num_generations, expected.numel())
+    assert torch.allclose(feats, expected.expand_as(feats), atol=1e-5)
+
+
 def test_non_finite_loss_skips_the_optimizer_step(tmp_path, small_cfg):
     trainer, _, _ = trainer_for_enumerable(small_cfg, alpha=2.0, objective="la_tb", output_dir=tmp_path, logging_steps=1)
     calls = {"n": 0}
-    original = trainer._base_per_token_logps
+    original = trainer._base_forward
 
     def nan_on_second_batch(*args, **kwargs):
         calls["n"] += 1
-        out = original(*args, **kwargs)
-        return torch.full_like(out, float("nan")) if calls["n"] == 2 else out
+        logps, features = original(*args, **kwargs)
+        return (torch.full_like(logps, float("nan")) if calls["n"] == 2 else logps), features
 
-    trainer._base_per_token_logps = nan_on_second_batch
+    trainer._base_forward = nan_on_second_batch
     snaps = _Snapshots(trainer)
     trainer.add_callback(snaps)
     before = _trainable(trainer)
