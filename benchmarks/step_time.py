@@ -2,6 +2,8 @@
 
 Both trainers get the same tiny Qwen2 model, tokenizer, prompts, batch, number of generations,
 completion length and LoRA config; GRPO gets a trivial reward function (its cost is negligible).
+Completions are forced to the full length (min_new_tokens) so that the two policies, which learn
+different things, still generate the same number of tokens per step.
 Every measurement runs in its own fresh subprocess, GRPO and Power-Flow alternating, so peak RSS
 is per run and neither warms caches for the other.
 
@@ -79,6 +81,9 @@ def run_child(kind: str, steps: int, warmup: int, seed: int) -> dict:
         seed=seed,
         disable_tqdm=True,
         beta=0.0,
+        # Every completion is exactly max_completion_length tokens (EOS suppressed until then), so both
+        # trainers do the same generation work each step whatever their policies learn about length.
+        generation_kwargs={"min_new_tokens": 24},
     )
     lora = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0)
     if kind == "grpo":
