@@ -39,7 +39,8 @@ def cmd_verify_exact(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         cfg = replace(cfg, steps=args.steps)
-    from powerflow.verify import format_table, run_exact_check, write_json_atomic
+    from powerflow.io import write_json_atomic
+    from powerflow.verify import format_table, run_exact_check
 
     result = run_exact_check(cfg, progress=lambda msg: print(msg, flush=True))
     print()

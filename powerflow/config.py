@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,15 @@ import yaml
 from powerflow.objectives import LOGZ_MODES, OBJECTIVES
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """A problem the user can fix (bad params, missing or invalid input, unreachable server).
+
+    The CLI prints its message as one line, "powerflow: error: ...", and exits with status 2; the
+    message names the problem and the fix. Subclasses say which kind of input was wrong.
+    """
+
+
+class ConfigError(UserError, ValueError):
     """A params.yaml problem; the message names the key and what to write instead."""
 
 
@@ -76,8 +85,25 @@ class ExactCheckConfig:
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check one YAML value against a dataclass field annotation (int, float, str, tuple[...])."""
+    """Check one YAML value against a dataclass field annotation.
+
+    Supported: int, float, str, bool, X | None, tuple[X, ...], dict[str, X].
+    """
     origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        if value is None:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping (key: value lines), got {value!r}.")
+        return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}.")
+        return value
     if origin is tuple:
         if not isinstance(value, list):
             raise ConfigError(f"{key} must be a list, e.g. [{_example(typing.get_args(annotation)[0])}]; got {value!r}.")

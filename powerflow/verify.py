@@ -6,8 +6,6 @@ same function, so a green test means the command a user types works the same way
 
 from __future__ import annotations
 
-import json
-import os
 import tempfile
 import time
 from dataclasses import asdict
@@ -141,21 +139,6 @@ def run_exact_check(cfg: ExactCheckConfig, workdir: str | Path | None = None, pr
         "runs": runs,
         "low_temperature": low_temperature_gap(cfg.low_temperature_alpha, seed=cfg.seed),
     }
-
-
-def write_json_atomic(data: dict, path: str | Path) -> Path:
-    """Write JSON to a temporary file beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True, default=float)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def format_table(result: dict) -> str:
