@@ -1,5 +1,31 @@
-"""Worlds the project builds itself (no hub downloads): enumerable test models for exact checks.
+"""Worlds the project builds itself (no hub downloads).
 
-The embedded reasoning / open-ended world of DESIGN.md section 3 is the pipeline issue's work and
-is not built yet.
+- `powerflow.world.enumerable`: tiny models small enough to enumerate, for exact checks.
+- The embedded world of DESIGN.md section 3: `WorldConfig` / `PretrainConfig` (config.py),
+  `build_tokenizer` (tokenizer.py), `world_prompt_rows` / `teacher_corpus` (teacher.py),
+  `grade` / `Grade` (grading.py) and `pretrain_base` (pretrain.py).
+
+Names are imported lazily, so `import powerflow.world` pulls in neither torch nor transformers.
 """
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "WorldConfig": "powerflow.world.config",
+    "PretrainConfig": "powerflow.world.config",
+    "build_tokenizer": "powerflow.world.tokenizer",
+    "world_prompt_rows": "powerflow.world.teacher",
+    "teacher_corpus": "powerflow.world.teacher",
+    "grade": "powerflow.world.grading",
+    "Grade": "powerflow.world.grading",
+    "pretrain_base": "powerflow.world.pretrain",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'powerflow.world' has no attribute {name!r}")

@@ -1,0 +1,170 @@
+"""Settings of the embedded world (params.yaml `world:`) and of its base model's pretraining (`base:`).
+
+The world is DESIGN.md section 3: a tokenizer, a noisy teacher that writes the pretraining corpus,
+and two prompt families with answer keys. Every field below is read by `teacher.py`,
+`tokenizer.py` or `pretrain.py`; changing one changes the world, so DVC tracks both sections.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from powerflow.config import ConfigError
+
+# Prompts must stay short: the fine-tuning stage generates ~64 completions per step on 2 cores.
+MAX_PROMPT_TOKENS = 12
+CATEGORY_SLOT = "{category}"
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """The embedded world: prompt families, splits and the teacher's probabilities.
+
+    Section `world:` of params.yaml. Reasoning prompts are "Q a + b + c =" with single digits;
+    open-ended prompts are paraphrases of "name a <category> :". See `powerflow.world.teacher`.
+    """
+
+    seed: int = field(default=0, metadata={"help": "Seed of the prompt splits (the corpus has its own seed)."})
+    n_operands: int = field(
+        default=3, metadata={"help": "Single-digit operands per reasoning problem (2..4); 3 gives 1000 problems."}
+    )
+    n_reasoning_train: int = field(default=320, metadata={"help": "Reasoning prompts in the train split."})
+    n_reasoning_eval: int = field(
+        default=64, metadata={"help": "Reasoning prompts in the eval split (never in the teacher corpus)."}
+    )
+    p_guess: float = field(
+        default=0.55,
+        metadata={"help": "Probability that the teacher opens with 'guess' (then answers wrongly) instead of 'work'."},
+    )
+    guess_offsets: tuple[int, ...] = field(
+        default=(-3, -2, -1, 1, 2, 3),
+        metadata={"help": "A guess is the true sum plus one of these nonzero offsets, uniformly (guesses are never right)."},
+    )
+    step_error: float = field(
+        default=0.03, metadata={"help": "Probability that one worked step is wrong (the error propagates)."}
+    )
+    step_error_offsets: tuple[int, ...] = field(
+        default=(-1, 1), metadata={"help": "A wrong step is off by one of these nonzero offsets, uniformly."}
+    )
+    categories: tuple[str, ...] = field(
+        default=("fruit", "color", "vegetable", "tool", "drink", "sport", "flower", "bird"),
+        metadata={"help": "Open-ended categories (names from powerflow.world.teacher.CATEGORY_ANSWERS)."},
+    )
+    open_train_templates: tuple[str, ...] = field(
+        default=("name a {category} :", "give me a {category} :", "say a {category} :", "tell me a {category} :"),
+        metadata={"help": "Open-ended prompt paraphrases of the train split; '{category}' is replaced."},
+    )
+    open_eval_templates: tuple[str, ...] = field(
+        default=("pick a {category} :", "write a {category} :"),
+        metadata={"help": "Held-out paraphrases of the eval split (in the corpus, never in the train split)."},
+    )
+    zipf_exponent: float = field(
+        default=1.3,
+        metadata={"help": "Teacher answer frequencies ∝ rank^-s; s = 1.3 over 10 answers puts 44 % on the top one."},
+    )
+    invalid_rate: float = field(
+        default=0.03, metadata={"help": "Probability of an invalid open-ended answer (drawn from invalid_words)."}
+    )
+    invalid_words: tuple[str, ...] = field(
+        default=("thing", "stuff"), metadata={"help": "The few invalid answers the noise is concentrated on."}
+    )
+    reasoning_fraction: float = field(
+        default=0.8, metadata={"help": "Share of reasoning documents in the teacher corpus (the rest open-ended)."}
+    )
+
+    def __post_init__(self):
+        section = "world"
+        if not 2 <= self.n_operands <= 4:
+            raise ConfigError(f"{section}.n_operands={self.n_operands}: use 2, 3 or 4 (prompts stay <= 12 tokens).")
+        n_problems = 10**self.n_operands
+        if self.n_reasoning_train < 1 or self.n_reasoning_eval < 1:
+            raise ConfigError(f"{section}.n_reasoning_train and n_reasoning_eval must be >= 1.")
+        if self.n_reasoning_train + self.n_reasoning_eval > n_problems // 2:
+            raise ConfigError(
+                f"{section}: n_reasoning_train + n_reasoning_eval = {self.n_reasoning_train + self.n_reasoning_eval} "
+                f"exceeds half of the {n_problems} problems with n_operands={self.n_operands}: lower them "
+                "(the corpus needs the other problems to teach arithmetic)."
+            )
+        for name in ("p_guess", "step_error", "invalid_rate", "reasoning_fraction"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value < 1):
+                raise ConfigError(f"{section}.{name}={value}: must be a probability in [0, 1).")
+        if not 0 < self.reasoning_fraction:
+            raise ConfigError(f"{section}.reasoning_fraction must be > 0.")
+        for name in ("guess_offsets", "step_error_offsets"):
+            offsets = getattr(self, name)
+            if not offsets or any(o == 0 or abs(o) > 5 for o in offsets):
+                raise ConfigError(f"{section}.{name}={list(offsets)}: use a non-empty list of nonzero ints in -5..5.")
+        if not (math.isfinite(self.zipf_exponent) and self.zipf_exponent >= 0):
+            raise ConfigError(f"{section}.zipf_exponent={self.zipf_exponent}: must be >= 0 (0 is uniform).")
+        from powerflow.world.teacher import CATEGORY_ANSWERS
+
+        unknown = [c for c in self.categories if c not in CATEGORY_ANSWERS]
+        if not self.categories or unknown:
+            raise ConfigError(
+                f"{section}.categories has unknown {unknown or 'nothing'}: use names from {', '.join(CATEGORY_ANSWERS)}."
+            )
+        if self.invalid_rate > 0 and not self.invalid_words:
+            raise ConfigError(f"{section}.invalid_words is empty while invalid_rate > 0: add words or set it to 0.")
+        valid = {a for c in self.categories for a in CATEGORY_ANSWERS[c]}
+        clash = sorted(set(self.invalid_words) & valid)
+        if clash or any(len(w.split()) != 1 for w in self.invalid_words):
+            raise ConfigError(f"{section}.invalid_words must be single words that are no valid answer ({clash}).")
+        for name in ("open_train_templates", "open_eval_templates"):
+            templates = getattr(self, name)
+            if not templates:
+                raise ConfigError(f"{section}.{name} is empty: give at least one template with '{CATEGORY_SLOT}'.")
+            for t in templates:
+                if CATEGORY_SLOT not in t or len(t.split()) > MAX_PROMPT_TOKENS:
+                    raise ConfigError(
+                        f"{section}.{name} has {t!r}: a template must contain '{CATEGORY_SLOT}' and have at most "
+                        f"{MAX_PROMPT_TOKENS} space-separated tokens."
+                    )
+        overlap = sorted(set(self.open_train_templates) & set(self.open_eval_templates))
+        if overlap:
+            raise ConfigError(f"{section}: templates {overlap} are in both splits: keep eval paraphrases held out.")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The world's base model and its pretraining on the teacher corpus.
+
+    Section `base:` of params.yaml. A Qwen2 causal LM built from a config (about 1.4 M parameters
+    at the defaults), trained with AdamW on `n_documents` teacher documents.
+    """
+
+    seed: int = field(default=0, metadata={"help": "Seed of the weights, the corpus and the batch order."})
+    hidden_size: int = field(default=128, metadata={"help": "Model width."})
+    num_layers: int = field(default=4, metadata={"help": "Transformer blocks."})
+    num_heads: int = field(default=4, metadata={"help": "Attention heads (must divide hidden_size)."})
+    intermediate_size: int = field(default=384, metadata={"help": "MLP width."})
+    n_documents: int = field(default=48000, metadata={"help": "Teacher documents in the corpus (sampled once)."})
+    steps: int = field(default=1500, metadata={"help": "Optimizer steps."})
+    batch_size: int = field(default=64, metadata={"help": "Documents per step."})
+    learning_rate: float = field(default=3e-3, metadata={"help": "Peak AdamW learning rate (linear warmup, cosine decay)."})
+    warmup_steps: int = field(default=100, metadata={"help": "Linear warmup steps."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    grad_clip: float = field(default=1.0, metadata={"help": "Gradient-norm clip."})
+    num_threads: int = field(
+        default=0, metadata={"help": "torch.set_num_threads for pretraining; 0 keeps the process's setting."}
+    )
+
+    def __post_init__(self):
+        section = "base"
+        positive = {"hidden_size": self.hidden_size, "num_layers": self.num_layers, "num_heads": self.num_heads,
+                    "intermediate_size": self.intermediate_size, "n_documents": self.n_documents,
+                    "steps": self.steps, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
+                    "grad_clip": self.grad_clip}
+        for name, value in positive.items():
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{section}.{name}={value}: must be > 0.")
+        if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
+            raise ConfigError(
+                f"{section}.num_heads={self.num_heads} must divide hidden_size={self.hidden_size} into an even head "
+                "size (rotary embeddings): e.g. hidden_size 128 with 4 heads."
+            )
+        if self.warmup_steps < 0 or self.warmup_steps >= self.steps:
+            raise ConfigError(f"{section}.warmup_steps={self.warmup_steps}: must be in [0, steps).")
+        if self.weight_decay < 0 or self.num_threads < 0:
+            raise ConfigError(f"{section}.weight_decay and base.num_threads must be >= 0.")

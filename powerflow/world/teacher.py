@@ -1,0 +1,212 @@
+"""The noisy teacher that writes the base model's corpus, and the prompts with their answer keys.
+
+Two prompt families (DESIGN.md section 3):
+
+reasoning — "Q 3 + 5 + 2 =". The teacher either
+  * guesses (probability p_guess):   "guess answer 12"   where 12 = true sum + a nonzero offset,
+    so a guess is never right and guesses scatter over len(guess_offsets) answers; or
+  * works (probability 1 − p_guess): "work 3 + 5 = 8 , 8 + 2 = 10 , answer 10", each step right
+    with probability 1 − step_error (a wrong step is off by a small offset and the error propagates,
+    because later steps add correctly to the wrong partial sum).
+  So the likeliest first token is "guess" (greedy / low temperature go wrong), while the likeliest
+  complete sequence is the correct worked solution:
+      p(correct work) = (1 − p_guess)(1 − step_error)^(n_operands−1) ≈ 0.45 · 0.94 = 0.42
+      p(one guess)    = p_guess / len(guess_offsets)                 ≈ 0.55 / 6   = 0.09
+  Sampling at T = 1 is right with probability ≈ 0.42; p^α with α > 1 moves mass onto the 0.42.
+  Every completion ends in the fixed format "answer N" (see powerflow.world.grading).
+
+open_ended — "name a fruit :" and paraphrases. The teacher answers one word: a valid answer of the
+  category with Zipf frequencies ∝ rank^(−zipf_exponent) (mode collapse: the top answer has > 40 %),
+  or, with probability invalid_rate, one of a few invalid words. p^α with α < 1 flattens toward the
+  tail of valid answers.
+
+Splits: reasoning eval problems are a seeded sample of all digit tuples, disjoint from the train
+problems and absent from the teacher corpus (the base must generalise to them). Open-ended eval
+prompts use held-out paraphrases (`open_eval_templates`) of the same categories; all paraphrases
+appear in the corpus, since an open-ended prompt has no answer to leak: what is measured is the
+shape of the base's answer distribution, and the fine-tuned policy must carry its flattening over
+to paraphrases it was not trained on.
+
+A document is `prompt + " " + completion`; the pretraining code appends EOS. Prompts and
+completions are space-separated tokens of `powerflow.world.tokenizer`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Sequence
+
+from powerflow.world.config import CATEGORY_SLOT, WorldConfig
+
+# Ten single-token answers per category, most typical first (that order is the Zipf rank).
+# Answers are disjoint across categories, so an answer is valid for exactly one category.
+CATEGORY_ANSWERS: dict[str, tuple[str, ...]] = {
+    "fruit": ("apple", "banana", "orange", "grape", "mango", "pear", "cherry", "peach", "plum", "kiwi"),
+    "color": ("red", "blue", "green", "yellow", "purple", "black", "white", "pink", "brown", "gray"),
+    "vegetable": ("carrot", "potato", "tomato", "onion", "pepper", "lettuce", "cabbage", "spinach", "celery", "garlic"),
+    "tool": ("hammer", "wrench", "saw", "drill", "screwdriver", "pliers", "chisel", "shovel", "rake", "ladder"),
+    "drink": ("water", "tea", "coffee", "milk", "juice", "soda", "lemonade", "cocoa", "cider", "beer"),
+    "sport": ("soccer", "tennis", "golf", "hockey", "baseball", "cricket", "rugby", "boxing", "skiing", "surfing"),
+    "flower": ("rose", "tulip", "daisy", "lily", "orchid", "sunflower", "daffodil", "poppy", "iris", "violet"),
+    "bird": ("robin", "eagle", "sparrow", "owl", "parrot", "crow", "pigeon", "swan", "hawk", "penguin"),
+}
+
+# Markers and symbols of the reasoning family, in the order the tokenizer lists them.
+REASONING_WORDS = ("Q", "+", "=", ",", "guess", "work", "answer")
+
+
+def max_number(cfg: WorldConfig) -> int:
+    """Largest number a teacher completion can write: max sum plus the largest upward errors."""
+    return (
+        9 * cfg.n_operands
+        + max(0, max(cfg.guess_offsets))
+        + (cfg.n_operands - 1) * max(0, max(cfg.step_error_offsets))
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reasoning family
+
+
+def reasoning_prompt(digits: Sequence[int]) -> str:
+    """'Q 3 + 5 + 2 =' for digits (3, 5, 2)."""
+    return "Q " + " + ".join(str(d) for d in digits) + " ="
+
+
+def reasoning_split(cfg: WorldConfig) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    """(train, eval) digit tuples: disjoint seeded samples of all 10^n_operands tuples."""
+    problems = list(itertools.product(range(10), repeat=cfg.n_operands))
+    random.Random(f"world-split-{cfg.seed}").shuffle(problems)
+    eval_ = sorted(problems[: cfg.n_reasoning_eval])
+    train = sorted(problems[cfg.n_reasoning_eval : cfg.n_reasoning_eval + cfg.n_reasoning_train])
+    return train, eval_
+
+
+def corpus_problems(cfg: WorldConfig) -> list[tuple[int, ...]]:
+    """Every digit tuple except the eval problems: what the teacher corpus may write about."""
+    held_out = set(reasoning_split(cfg)[1])
+    return [p for p in itertools.product(range(10), repeat=cfg.n_operands) if p not in held_out]
+
+
+def _offset(value: int, offset: int) -> int:
+    """value + offset, reflected to value − offset when that would be negative (never equals value)."""
+    return value + offset if value + offset >= 0 else value - offset
+
+
+def worked_completion(digits: Sequence[int], step_results: Sequence[int]) -> str:
+    """'work 3 + 5 = 8 , 8 + 2 = 10 , answer 10' given the partial sums written at each step."""
+    steps, left = [], digits[0]
+    for digit, result in zip(digits[1:], step_results):
+        steps.append(f"{left} + {digit} = {result}")
+        left = result
+    return "work " + " , ".join(steps) + f" , answer {left}"
+
+
+def correct_worked_completion(digits: Sequence[int]) -> str:
+    """The worked solution with every step right: the mode of the teacher's distribution."""
+    partial = list(itertools.accumulate(digits))[1:]
+    return worked_completion(digits, partial)
+
+
+def sample_reasoning_completion(cfg: WorldConfig, digits: Sequence[int], rng: random.Random) -> str:
+    """One teacher completion: a guess (p_guess) or a worked solution with per-step errors."""
+    if rng.random() < cfg.p_guess:
+        return f"guess answer {_offset(sum(digits), rng.choice(cfg.guess_offsets))}"
+    results, left = [], digits[0]
+    for digit in digits[1:]:
+        result = left + digit
+        if rng.random() < cfg.step_error:
+            result = _offset(result, rng.choice(cfg.step_error_offsets))
+        results.append(result)
+        left = result
+    return worked_completion(digits, results)
+
+
+# ---------------------------------------------------------------------------------------------
+# Open-ended family
+
+
+def open_prompt(template: str, category: str) -> str:
+    """'name a fruit :' from template 'name a {category} :'."""
+    return template.replace(CATEGORY_SLOT, category)
+
+
+def open_answer_distribution(cfg: WorldConfig, category: str) -> dict[str, float]:
+    """Teacher probabilities of one-word answers: (1 − ε) · Zipf over valid answers + ε spread over invalid words.
+
+    p(a_k) = (1 − ε) k^(−s) / Σ_j j^(−s) for the k-th valid answer; p(w) = ε / |invalid_words|.
+    """
+    answers = CATEGORY_ANSWERS[category]
+    weights = [(k + 1) ** -cfg.zipf_exponent for k in range(len(answers))]
+    total = sum(weights)
+    dist = {a: (1 - cfg.invalid_rate) * w / total for a, w in zip(answers, weights)}
+    for word in cfg.invalid_words:
+        dist[word] = dist.get(word, 0.0) + cfg.invalid_rate / len(cfg.invalid_words)
+    return dist
+
+
+def sample_open_completion(cfg: WorldConfig, category: str, rng: random.Random) -> str:
+    """One teacher answer for a category prompt."""
+    dist = open_answer_distribution(cfg, category)
+    return rng.choices(list(dist), weights=list(dist.values()))[0]
+
+
+def open_prompts(cfg: WorldConfig, templates: Sequence[str]) -> list[tuple[str, str]]:
+    """(category, prompt) for every category and template."""
+    return [(c, open_prompt(t, c)) for c in cfg.categories for t in templates]
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+
+
+def world_prompt_rows(cfg: WorldConfig) -> list[dict]:
+    """One dict per prompt: id, family, split, prompt, answer. Deterministic given cfg.
+
+    reasoning rows: answer is the gold sum as a string ("10").
+    open_ended rows: answer is the list of valid answers of the prompt's category.
+    Ids: "reasoning-3+5+2" and "open_ended-fruit-<template index>-<split>", unique.
+    """
+    rows: list[dict] = []
+    train, eval_ = reasoning_split(cfg)
+    for split, problems in (("train", train), ("eval", eval_)):
+        for digits in problems:
+            rows.append({
+                "id": "reasoning-" + "+".join(map(str, digits)),
+                "family": "reasoning",
+                "split": split,
+                "prompt": reasoning_prompt(digits),
+                "answer": str(sum(digits)),
+            })
+    for split, templates in (("train", cfg.open_train_templates), ("eval", cfg.open_eval_templates)):
+        for i, template in enumerate(templates):
+            for category in cfg.categories:
+                rows.append({
+                    "id": f"open_ended-{category}-{split}{i}",
+                    "family": "open_ended",
+                    "split": split,
+                    "prompt": open_prompt(template, category),
+                    "answer": list(CATEGORY_ANSWERS[category]),
+                })
+    return rows
+
+
+def teacher_corpus(cfg: WorldConfig, n_documents: int, seed: int) -> list[str]:
+    """n_documents teacher documents "prompt completion" (no EOS), seeded.
+
+    A document is reasoning with probability reasoning_fraction (a uniform problem outside the
+    eval split), else open-ended (a uniform category and paraphrase, both splits' templates).
+    """
+    rng = random.Random(f"world-corpus-{cfg.seed}-{seed}")
+    problems = corpus_problems(cfg)
+    templates = tuple(cfg.open_train_templates) + tuple(cfg.open_eval_templates)
+    documents = []
+    for _ in range(n_documents):
+        if rng.random() < cfg.reasoning_fraction:
+            digits = rng.choice(problems)
+            documents.append(f"{reasoning_prompt(digits)} {sample_reasoning_completion(cfg, digits, rng)}")
+        else:
+            category, template = rng.choice(cfg.categories), rng.choice(templates)
+            documents.append(f"{open_prompt(template, category)} {sample_open_completion(cfg, category, rng)}")
+    return documents
