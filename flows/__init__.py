@@ -1,4 +1,5 @@
-"""Prefect flows (the α-sweep pipeline and one flow per stage).
+"""Prefect flows: one per pipeline stage (flows/stages.py) and the α sweep (flows/pipeline.py).
 
-Not built yet: the pipeline issue (#3) adds them on top of `tasks/`.
+The `powerflow` CLI runs these flows when a Prefect server is reachable (PREFECT_API_URL), and
+the library steps directly otherwise; `prefect.yaml` deploys them to a process work pool.
 """

@@ -9,10 +9,14 @@ written in that case.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
+import time
+from pathlib import Path
 
-from powerflow.config import ConfigError, load_exact_config
+from powerflow.config import ConfigError, UserError, load_exact_config
 
 EXIT_USAGE = 2
 
@@ -50,6 +54,228 @@ def cmd_verify_exact(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ orchestration
+ORCHESTRATORS = ("auto", "prefect", "none")
+
+
+def prefect_server_url() -> str | None:
+    """PREFECT_API_URL if a Prefect server answers its health check there, else None."""
+    import urllib.request
+
+    url = os.environ.get("PREFECT_API_URL", "").rstrip("/")
+    if not url:
+        return None
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=3) as response:
+            return url if response.status == 200 else None
+    except OSError:
+        return None
+
+
+def use_prefect(choice: str) -> bool:
+    """Whether to run the stage's Prefect flow (auto: only when a local server is reachable).
+
+    Without a server, Prefect would start a temporary one per command (~15 s each), so `auto`
+    calls the library steps directly instead.
+    """
+    if choice == "none":
+        return False
+    url = prefect_server_url()
+    if choice == "prefect" and url is None:
+        where = os.environ.get("PREFECT_API_URL") or "(PREFECT_API_URL is not set)"
+        raise UserError(
+            f"no Prefect server answers at {where}: start one with `prefect server start` and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api, or pass --orchestrator none."
+        )
+    return url is not None
+
+
+def run_stage(args: argparse.Namespace, stage: str, direct, flow_name: str, **kwargs):
+    """Run one stage through its Prefect flow or directly; record the time split in outputs/timing/."""
+    from powerflow import timing
+    from powerflow.config import load_pipeline_config
+
+    started = time.perf_counter()
+    cfg = load_pipeline_config(args.params)
+    orchestrated = use_prefect(args.orchestrator)
+    if orchestrated:
+        import flows.stages
+
+        result = getattr(flows.stages, flow_name)(params=str(cfg.path), **kwargs)
+    else:
+        result = direct(cfg)
+    wall = time.perf_counter() - started
+    steps = timing.step_seconds()
+    record = {"stage": stage, "orchestrator": "prefect" if orchestrated else "none", "wall_seconds": wall,
+              "step_seconds": sum(steps.values()), "steps": steps,
+              "overhead_seconds": wall - sum(steps.values())}
+    from powerflow.io import write_json_atomic
+
+    label = "-".join([stage] + [str(v) for v in kwargs.values() if isinstance(v, (str, int, float))])
+    write_json_atomic(record, cfg.project_root / "outputs" / "timing" / f"{label}.json")
+    return result
+
+
+def _measured(fn):
+    from powerflow.timing import measured
+
+    return measured(fn)
+
+
+def cmd_prepare(args):
+    """Load the prompt source, validate it with Great Expectations, write data/prepared/."""
+    from powerflow import pipeline
+
+    manifest = run_stage(args, "prepare", _measured(pipeline.prepare_prompts), "prepare_flow")
+    print(f"prepared prompts: {json.dumps(manifest.get('rows', {}))}, sha256 {manifest.get('prompts_sha256', '')[:12]}")
+    return 0
+
+
+def cmd_pretrain(args):
+    """Pretrain the embedded world's base model into models/base/ (skipped for hub/local models)."""
+    from powerflow import pipeline
+
+    metrics = run_stage(args, "base", _measured(pipeline.pretrain_base), "base_flow")
+    print(json.dumps(metrics, indent=1, default=str))
+    return 0
+
+
+def cmd_train(args):
+    """Fine-tune one policy toward p_base^alpha and log it to MLflow."""
+    from powerflow import pipeline
+
+    alpha = pipeline.alpha_label(args.alpha)
+
+    def direct(cfg):
+        run_id = _measured(pipeline.open_training_run)(cfg, alpha, args.objective)
+        summary = _measured(pipeline.train_policy)(cfg, alpha, args.objective, run_id=run_id)
+        _measured(pipeline.close_training_run)(cfg, alpha, args.objective, run_id)
+        return summary
+
+    summary = run_stage(args, "train", direct, "train_flow", alpha=alpha, objective=args.objective)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def cmd_register(args):
+    """Register a trained policy in the MLflow Model Registry (idempotent)."""
+    from powerflow import pipeline
+
+    alpha = pipeline.alpha_label(args.alpha)
+    record = run_stage(args, "register",
+                       lambda cfg: _measured(pipeline.register_policy)(cfg, alpha, args.objective),
+                       "register_flow", alpha=alpha, objective=args.objective)
+    print(f"registered {record['name']} version {record['version']} ({'new' if record['created'] else 'existing'})")
+    return 0
+
+
+def cmd_evaluate(args):
+    """Evaluate the base model (--run base), a sweep member (--run alpha-4.0-la_tb) or --model-uri."""
+    from powerflow import pipeline
+
+    if args.model_uri:
+        metrics = run_stage(args, "evaluate-registered",
+                            lambda cfg: _measured(pipeline.evaluate_registered)(cfg, args.model_uri),
+                            "evaluate_registered_flow", model_uri=args.model_uri)
+    else:
+        def direct(cfg):
+            result = _measured(pipeline.evaluate_target)(cfg, args.run)
+            _measured(pipeline.record_evaluation)(cfg, args.run)
+            return result
+
+        metrics = run_stage(args, "evaluate", direct, "evaluate_flow", run=args.run)
+    print(json.dumps(metrics, indent=1, sort_keys=True, default=str))
+    return 0
+
+
+def cmd_report(args):
+    """Compare the sweep: report.md, plots, registry aliases; log it to the sweep's parent run."""
+    from powerflow import pipeline
+
+    def direct(cfg):
+        result = _measured(pipeline.write_sweep_report)(cfg)
+        result["aliases"] = _measured(pipeline.set_registry_aliases)(cfg)
+        _measured(pipeline.record_report)(cfg)
+        return result
+
+    result = run_stage(args, "report", direct, "report_flow")
+    print(f"wrote {result['report']}; aliases: {json.dumps(result['aliases'])}")
+    return 0
+
+
+def cmd_sweep(args):
+    """Run the α sweep end to end: a local Prefect server, `dvc repro report`, the table, the MLflow UI command."""
+
+    from powerflow import pipeline
+    from powerflow.config import load_pipeline_config
+    from powerflow.orchestration import local_prefect_server
+
+    cfg = load_pipeline_config(args.params)
+    pipeline.tracking_experiment(cfg)  # an unreachable tracking server fails here, before any work
+    root = cfg.project_root
+    timing_dir = root / "outputs" / "timing"
+    if timing_dir.is_dir():
+        for old in timing_dir.glob("*.json"):
+            old.unlink()
+    started = time.perf_counter()
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    command = [dvc, "repro", *args.targets]
+    if args.orchestrator == "none" or prefect_server_url():
+        startup = 0.0
+        status = subprocess.run(command, cwd=root, env=os.environ | {"POWERFLOW_ORCHESTRATOR": args.orchestrator}).returncode
+    else:
+        with local_prefect_server(root / ".prefect") as server:
+            startup = server.startup_seconds
+            print(f"Prefect server up at {server.api_url} in {startup:.1f} s", flush=True)
+            env = os.environ | server.client_env() | {"POWERFLOW_ORCHESTRATOR": "prefect"}
+            status = subprocess.run(command, cwd=root, env=env).returncode
+    wall = time.perf_counter() - started
+    if status != 0:
+        print(f"powerflow: error: `dvc repro` failed (exit {status}); the stage's error is printed above. "
+              "Fix it and run the same command again: finished stages are not repeated.", file=sys.stderr)
+        return status
+    print(sweep_summary(cfg, wall, startup))
+    return 0
+
+
+def sweep_summary(cfg, wall: float, prefect_startup: float) -> str:
+    """The headline table, where the time went, and how to open the MLflow UI."""
+    from powerflow import pipeline, tracking
+    from powerflow.io import write_json_atomic
+    from powerflow.report import headline_table_markdown, runs_table
+
+    runs, _ = pipeline.collect_runs(cfg)
+    records = [json.loads(p.read_text()) for p in sorted((cfg.project_root / "outputs" / "timing").glob("*.json"))
+               if p.name != "sweep.json"]
+    overhead = sum(r["overhead_seconds"] for r in records)
+    timing = {"pipeline_seconds": wall, "prefect_startup_seconds": prefect_startup,
+              "stage_commands": len(records), "stage_overhead_seconds": overhead,
+              "step_seconds": sum(r["step_seconds"] for r in records)}
+    write_json_atomic(timing, cfg.project_root / "outputs" / "timing" / "sweep.json")
+    uri = tracking.resolve_tracking_uri(cfg.tracking, cfg.project_root)
+    return "\n".join([
+        "", headline_table_markdown(runs_table(runs)), "",
+        f"pipeline time {wall / 60:.1f} min for {len(records)} stage commands that ran "
+        f"(steps {timing['step_seconds']:.0f} s; imports + Prefect bookkeeping {overhead:.0f} s; "
+        f"Prefect server start-up {prefect_startup:.0f} s)",
+        f"report: {pipeline.layout_of(cfg).report / 'report.md'}",
+        f"MLflow UI: {Path(sys.executable).with_name('mlflow')} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+        if uri.startswith("sqlite") else f"MLflow UI: {uri}",
+    ])
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--orchestrator", choices=ORCHESTRATORS, default=os.environ.get("POWERFLOW_ORCHESTRATOR", "auto"),
+                   help="run the stage as a Prefect flow (prefect), directly (none), or prefect only when a "
+                        "server answers at PREFECT_API_URL (auto, the default; env POWERFLOW_ORCHESTRATOR)")
+
+
+def _member(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--alpha", required=True, help="the power alpha (> 0), as written in params.yaml")
+    p.add_argument("--objective", default="la_tb", help="la_tb, tb or tb_token (default la_tb)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="powerflow",
@@ -65,6 +291,26 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--out", default="outputs/exact/metrics.json", help="where to write the JSON report")
     verify.add_argument("--steps", type=int, default=None, help="override exact.steps (quick runs)")
     verify.set_defaults(func=cmd_verify_exact)
+
+    for name, fn, extra in [
+        ("prepare", cmd_prepare, None), ("pretrain", cmd_pretrain, None), ("train", cmd_train, _member),
+        ("register", cmd_register, _member), ("report", cmd_report, None),
+    ]:
+        p = sub.add_parser(name, help=fn.__doc__.splitlines()[0], description=fn.__doc__)
+        _common(p)
+        if extra:
+            extra(p)
+        p.set_defaults(func=fn)
+    sw = sub.add_parser("sweep", help=cmd_sweep.__doc__, description=cmd_sweep.__doc__)
+    _common(sw)
+    sw.add_argument("targets", nargs="*", default=["report"], help="dvc repro targets (default: report)")
+    sw.set_defaults(func=cmd_sweep)
+    ev = sub.add_parser("evaluate", help=cmd_evaluate.__doc__, description=cmd_evaluate.__doc__)
+    _common(ev)
+    target = ev.add_mutually_exclusive_group(required=True)
+    target.add_argument("--run", help='"base" or a sweep member name such as alpha-4.0-la_tb')
+    target.add_argument("--model-uri", help="a registered version, e.g. models:/powerflow-world@best-reasoning")
+    ev.set_defaults(func=cmd_evaluate)
     return parser
 
 
@@ -77,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     _set_offline_defaults()
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as err:
+    except (UserError, FileNotFoundError) as err:
         print(f"powerflow: error: {err}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -166,3 +166,183 @@ def load_exact_config(path: str | Path) -> ExactCheckConfig:
     if "exact" not in params:
         raise ConfigError(f"params file {path} has no `exact:` section: add one (see params.yaml in the repository).")
     return section_from_dict(ExactCheckConfig, params["exact"], "exact")
+
+
+# --------------------------------------------------------------------------- pipeline sections
+WORLD_MODEL = "world"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which base model the pipeline fine-tunes. Section `model:` of params.yaml."""
+
+    name_or_path: str = field(
+        default=WORLD_MODEL,
+        metadata={"help": '"world" (the embedded world\'s base, pretrained by the `base` stage), a '
+                          "transformers model id, or a local model directory."},
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow model code from the hub/directory; off unless you trust it."}
+    )
+
+    def __post_init__(self):
+        if not self.name_or_path.strip():
+            raise ConfigError('model.name_or_path is empty: write "world", a model id or a model directory.')
+
+    @property
+    def is_world(self) -> bool:
+        return self.name_or_path == WORLD_MODEL
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """The α sweep: one fine-tuned policy per (α, objective). Section `sweep:` of params.yaml.
+
+    DVC's `train` matrix reads these lists; `dvc exp run -S 'sweep.alphas=[0.5,1,2,4,3]'` adds an α.
+    """
+
+    name: str = field(default="default", metadata={"help": "Sweep name: the MLflow parent run's name."})
+    alphas: tuple[float, ...] = field(default=(0.5, 1.0, 2.0, 4.0), metadata={"help": "Powers α, each > 0."})
+    objectives: tuple[str, ...] = field(default=("la_tb",), metadata={"help": "Objectives: la_tb, tb, tb_token."})
+
+    def __post_init__(self):
+        if not self.alphas:
+            raise ConfigError("sweep.alphas is empty: list at least one α, e.g. [0.5, 1.0, 2.0, 4.0].")
+        for a in self.alphas:
+            check_alpha(a, "sweep.alphas")
+        if not self.objectives:
+            raise ConfigError("sweep.objectives is empty: list at least one, e.g. [la_tb].")
+        for obj in self.objectives:
+            if obj not in OBJECTIVES:
+                raise ConfigError(f"sweep.objectives contains {obj!r}: use any of {', '.join(OBJECTIVES)}.")
+        if len(set(self.alphas)) != len(self.alphas):
+            raise ConfigError(f"sweep.alphas {list(self.alphas)} repeats a value: list each α once.")
+
+
+def check_alpha(alpha: float, where: str) -> float:
+    """α must be a finite number > 0; the error says so and where it came from."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+        raise ConfigError(f"{where}: α = {alpha!r} is not allowed: every α must be a finite number > 0 "
+                          "(α > 1 sharpens, α < 1 flattens, α = 1 keeps the base).")
+    return float(alpha)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fine-tuning one policy with PowerFlowTrainer. Section `train:` of params.yaml."""
+
+    steps: int = field(default=60, metadata={"help": "Optimizer steps per (α, objective) run."})
+    prompts_per_step: int = field(default=8, metadata={"help": "Distinct prompts per optimizer step."})
+    num_generations: int = field(default=8, metadata={"help": "Completions sampled per prompt (group size G)."})
+    max_completion_length: int = field(default=24, metadata={"help": "Completion length cap in tokens."})
+    learning_rate: float = field(default=3e-3, metadata={"help": "Learning rate of the policy (LoRA or full)."})
+    logz: str = field(default="head", metadata={"help": "log Z estimator: head (learned MLP) or group (LOO)."})
+    logz_learning_rate: float = field(default=0.1, metadata={"help": "Learning rate of the log Z head."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank; 0 fine-tunes all weights against a frozen copy."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator."})
+    clip_epsilon: float = field(default=0.2, metadata={"help": "Importance-weight clip range [1-ε, 1+ε]."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clip."})
+    families: tuple[str, ...] = field(
+        default=("reasoning", "open_ended"), metadata={"help": "Prompt families the policy trains on."}
+    )
+    save_steps: int = field(default=20, metadata={"help": "Checkpoint every N steps (a rerun resumes from it)."})
+    seed: int = field(default=0, metadata={"help": "Seed of sampling and initialisation."})
+
+    def __post_init__(self):
+        positive = {"steps": self.steps, "prompts_per_step": self.prompts_per_step,
+                    "max_completion_length": self.max_completion_length, "learning_rate": self.learning_rate,
+                    "logz_learning_rate": self.logz_learning_rate, "clip_epsilon": self.clip_epsilon,
+                    "max_grad_norm": self.max_grad_norm, "save_steps": self.save_steps}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"train.{name}={value}: must be > 0.")
+        if self.num_generations < 2:
+            raise ConfigError(f"train.num_generations={self.num_generations}: use at least 2 completions per prompt.")
+        if self.logz not in LOGZ_MODES:
+            raise ConfigError(f"train.logz={self.logz!r}: use one of {', '.join(LOGZ_MODES)}.")
+        if self.lora_r < 0:
+            raise ConfigError(f"train.lora_r={self.lora_r}: use a rank >= 1, or 0 for full fine-tuning.")
+        if not self.families:
+            raise ConfigError("train.families is empty: list the prompt families to train on, e.g. [reasoning].")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """The report stage: comparison across α and the registry aliases. Section `report:`."""
+
+    title: str = field(default="powerflow α sweep", metadata={"help": "Title of the Markdown report."})
+    min_validity: float = field(
+        default=0.8, metadata={"help": "best-diversity α: highest coverage among runs with at least this validity."}
+    )
+
+    def __post_init__(self):
+        if not 0 <= self.min_validity <= 1:
+            raise ConfigError(f"report.min_validity={self.min_validity}: use a fraction in [0, 1].")
+
+
+def _section_classes() -> dict[str, type]:
+    """params.yaml section name -> config dataclass (imported here: they live beside their code)."""
+    from powerflow.data.config import DataConfig
+    from powerflow.eval.config import EvalConfig
+    from powerflow.tracking import TrackingConfig
+    from powerflow.world.config import PretrainConfig, WorldConfig
+
+    return {
+        "model": ModelConfig, "world": WorldConfig, "base": PretrainConfig, "data": DataConfig,
+        "sweep": SweepConfig, "train": TrainConfig, "evaluate": EvalConfig, "tracking": TrackingConfig,
+        "report": ReportConfig,
+    }
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Every section the pipeline reads, validated together; `raw` keeps the YAML for logging."""
+
+    model: ModelConfig
+    world: Any
+    base: Any
+    data: Any
+    sweep: SweepConfig
+    train: TrainConfig
+    evaluate: Any
+    tracking: Any
+    report: ReportConfig
+    raw: dict = field(repr=False)
+    path: Path = field(repr=False)
+
+    @property
+    def project_root(self) -> Path:
+        """Directory of params.yaml (absolute): every relative path in the pipeline hangs off it."""
+        return self.path.parent
+
+
+# Keys a pipeline params file must state: the rest have documented defaults.
+REQUIRED_KEYS = {"model": ("name_or_path",), "data": ("source",), "sweep": ("alphas", "objectives"),
+                 "train": (), "evaluate": ()}
+
+
+def load_pipeline_config(path: str | Path) -> PipelineConfig:
+    """Read and validate every pipeline section of params.yaml (missing sections -> defaults)."""
+    path = Path(path).resolve()
+    params = load_params(path)
+    known = set(_section_classes()) | {"exact"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ConfigError(
+            f"params file {path} has unknown section(s) {', '.join(unknown)}: remove them or use "
+            f"{', '.join(sorted(known))}."
+        )
+    for section, keys in REQUIRED_KEYS.items():
+        if not isinstance(params.get(section), dict):
+            raise ConfigError(
+                f"params file {path} has no `{section}:` section: add it (with {', '.join(keys) or 'its keys'}; "
+                "see params.yaml in the repository for every key and its default)."
+            )
+        missing = [k for k in keys if k not in params[section]]
+        if missing:
+            raise ConfigError(
+                f"params file {path} is missing {', '.join(f'{section}.{k}' for k in missing)}: add "
+                f"{'it' if len(missing) == 1 else 'them'} (e.g. sweep.alphas: [0.5, 1.0, 2.0, 4.0])."
+            )
+    sections = {name: section_from_dict(cls, params.get(name), name) for name, cls in _section_classes().items()}
+    return PipelineConfig(**sections, raw=params, path=path)

@@ -461,7 +461,11 @@ class PowerFlowTrainer(GRPOTrainer):
     def _save(self, output_dir: str | None = None, state_dict=None):
         """Save the adapter (or model) as TRL does, plus the log Z head and the resolved config."""
         super()._save(output_dir, state_dict=state_dict)
-        output_dir = Path(output_dir if output_dir is not None else self.args.output_dir)
+        self.save_powerflow_files(output_dir if output_dir is not None else self.args.output_dir)
+
+    def save_powerflow_files(self, output_dir: str | Path) -> None:
+        """Write the log Z head (if any) and the resolved config beside a saved model."""
+        output_dir = Path(output_dir)
         if self.logz_head is not None:
             tensors = {k: v.detach().cpu().contiguous() for k, v in self.logz_head.state_dict().items()}
             save_file(tensors, output_dir / LOGZ_HEAD_FILE, metadata={

@@ -1,5 +1,4 @@
-"""Prefect tasks, each wrapping one powerflow library function.
+"""Prefect tasks, each wrapping one powerflow library function (see tasks/steps.py).
 
-Not built yet: the pipeline issue (#3) adds them. Until then the only job is
-`powerflow verify-exact`, run directly or through `dvc repro`.
+Importing this package imports Prefect; the library (`powerflow`) never does.
 """

@@ -1,0 +1,28 @@
+"""The α sweep as one Prefect flow: prepare → base → train → register → evaluate → report.
+
+Deployed as `powerflow-pipeline/alpha-sweep` (prefect.yaml). Run it with
+`prefect deployment run 'powerflow-pipeline/alpha-sweep' --param alphas='[0.5, 4]'`.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.stages import (base_flow, evaluate_flow, load_config, prepare_flow, register_flow, report_flow,
+                          train_flow)
+from powerflow.pipeline import BASE_RUN, run_name, sweep_members
+
+
+@flow(name="powerflow-pipeline")
+def powerflow_pipeline(alphas: list[float] | None = None, objectives: list[str] | None = None,
+                       params: str = "params.yaml") -> dict:
+    """Run the whole sweep for `alphas` × `objectives` (default: params.yaml's sweep)."""
+    cfg = load_config(params, alphas, objectives)
+    prepare_flow(params)
+    base_flow(params)
+    evaluate_flow(BASE_RUN, params)
+    for alpha, objective in sweep_members(cfg):
+        train_flow(alpha, objective, params)
+        register_flow(alpha, objective, params)
+        evaluate_flow(run_name(alpha, objective), params)
+    return report_flow(params, list(cfg.sweep.alphas), list(cfg.sweep.objectives))

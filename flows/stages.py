@@ -1,0 +1,79 @@
+"""One Prefect flow per pipeline stage; the DVC stages reach them through the `powerflow` CLI.
+
+Each flow loads params.yaml (validated) and chains the tasks of its stage. The sweep flow
+(flows/pipeline.py) calls these as subflows, so no chain is written twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from prefect import flow
+
+from powerflow.config import PipelineConfig, load_pipeline_config
+from tasks import steps
+
+
+def load_config(params: str, alphas: list[float] | None = None, objectives: list[str] | None = None) -> PipelineConfig:
+    """params.yaml with the sweep's α list / objectives replaced when given (a run parameter)."""
+    cfg = load_pipeline_config(Path(params))
+    if alphas is None and objectives is None:
+        return cfg
+    sweep = replace(cfg.sweep, alphas=tuple(float(a) for a in (alphas if alphas is not None else cfg.sweep.alphas)),
+                    objectives=tuple(objectives if objectives is not None else cfg.sweep.objectives))
+    return replace(cfg, sweep=sweep)
+
+
+@flow(name="prepare")
+def prepare_flow(params: str = "params.yaml") -> dict:
+    """Load, validate (Great Expectations) and write the prompt table."""
+    return steps.prepare_prompts(load_config(params))
+
+
+@flow(name="base")
+def base_flow(params: str = "params.yaml") -> dict:
+    """Pretrain the embedded world's base model (skipped for a hub or local model)."""
+    return steps.pretrain_base(load_config(params))
+
+
+@flow(name="train")
+def train_flow(alpha: float | str, objective: str = "la_tb", params: str = "params.yaml") -> dict:
+    """Fine-tune one policy toward p_base^α, logging to its MLflow child run."""
+    cfg = load_config(params)
+    run_id = steps.open_training_run(cfg, alpha, objective)
+    summary = steps.train_policy(cfg, alpha, objective, run_id=run_id)
+    steps.close_training_run(cfg, alpha, objective, run_id)
+    return summary
+
+
+@flow(name="register")
+def register_flow(alpha: float | str, objective: str = "la_tb", params: str = "params.yaml") -> dict:
+    """Register one trained policy in the MLflow Model Registry (idempotent)."""
+    return steps.register_policy(load_config(params), alpha, objective)
+
+
+@flow(name="evaluate")
+def evaluate_flow(run: str, params: str = "params.yaml") -> dict:
+    """Evaluate the base model (run="base") or a sweep member's registered version."""
+    cfg = load_config(params)
+    metrics = steps.evaluate_target(cfg, run)
+    steps.record_evaluation(cfg, run)
+    return metrics
+
+
+@flow(name="evaluate-registered")
+def evaluate_registered_flow(model_uri: str, params: str = "params.yaml") -> dict:
+    """Evaluate any registered checkpoint, e.g. models:/powerflow-world@best-reasoning."""
+    return steps.evaluate_registered(load_config(params), model_uri)
+
+
+@flow(name="report")
+def report_flow(params: str = "params.yaml", alphas: list[float] | None = None,
+                objectives: list[str] | None = None, notes: list[str] | None = None) -> dict:
+    """Compare the sweep: Markdown report and plots, registry aliases, report logged to the parent run."""
+    cfg = load_config(params, alphas, objectives)
+    result = steps.write_sweep_report(cfg, notes or [])
+    result["aliases"] = steps.set_registry_aliases(cfg)
+    steps.record_report(cfg)
+    return result

@@ -1,0 +1,650 @@
+"""The pipeline's steps: prepare → base → train → register → evaluate → report.
+
+One definition of each step, reached three ways: the `powerflow` CLI (which DVC stages call),
+the Prefect tasks in `tasks/` (one task per function here), and tests. Nothing here imports
+Prefect. Each step reads params.yaml through `PipelineConfig`, reads its inputs from the
+project's directory layout (`Layout`), and writes its outputs atomically, so a failed step
+leaves the previous outputs (or none) and never half of one.
+
+Steps that talk to the tracking server (`open_training_run`, `close_training_run`,
+`record_evaluation`, `register_policy`, `set_registry_aliases`) are separate from the compute
+steps so an orchestrator can retry them alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from powerflow.config import PipelineConfig, UserError, check_alpha
+from powerflow.io import atomic_directory, write_json_atomic, write_text_atomic
+
+BASE_RUN = "base"
+# The lines of a training log that become curves (DVC plots, MLflow step metrics).
+HISTORY_KEYS = ("loss", "powerflow/log_z", "powerflow/residual_var", "powerflow/completion_length",
+                "powerflow/log_p_base_per_token", "powerflow/clip_fraction", "powerflow/truncated_fraction")
+
+
+class MissingInputError(UserError):
+    """A step's input (the output of an earlier step) is absent: run that step first."""
+
+
+# ----------------------------------------------------------------------------------- layout
+@dataclass(frozen=True)
+class Layout:
+    """Where every step reads and writes, relative to the project root (params.yaml's folder)."""
+
+    root: Path
+
+    @property
+    def prepared(self) -> Path:
+        return self.root / "data" / "prepared"
+
+    @property
+    def base_model(self) -> Path:
+        return self.root / "models" / "base"
+
+    def policy(self, name: str) -> Path:
+        return self.root / "models" / "policies" / name
+
+    def train_outputs(self, name: str) -> Path:
+        return self.root / "outputs" / "train" / name
+
+    def train_workdir(self, name: str) -> Path:
+        """Trainer checkpoints of a run in progress (not a DVC output: a rerun resumes from them)."""
+        return self.root / "runs" / "train" / name
+
+    def registration(self, name: str) -> Path:
+        return self.root / "outputs" / "register" / f"{name}.json"
+
+    def evaluation(self, name: str) -> Path:
+        return self.root / "outputs" / "eval" / name
+
+    @property
+    def report(self) -> Path:
+        return self.root / "outputs" / "report"
+
+
+def layout_of(cfg: PipelineConfig) -> Layout:
+    return Layout(cfg.project_root)
+
+
+def alpha_label(alpha: float | int | str) -> str:
+    """The α as it appears in run names and paths: the text DVC and the CLI pass ("0.5", "4.0").
+
+    DVC renders `${item.alpha}` with Python's str() of the YAML value and the stage's output paths
+    use that text, so a string (what the CLI receives) is kept as written; a number (a Prefect
+    parameter) is written as a float, 4 -> "4.0", matching params.yaml's `4.0`.
+    """
+    text = alpha.strip() if isinstance(alpha, str) else str(float(alpha))
+    try:
+        check_alpha(float(text), "--alpha")
+    except ValueError as err:
+        if isinstance(err, UserError):
+            raise
+        raise UserError(f"--alpha {text!r} is not a number: pass α as a number > 0, e.g. --alpha 4.0.") from err
+    return text
+
+
+def run_name(alpha: float | int | str, objective: str) -> str:
+    """Name of one sweep member, e.g. alpha-4.0-la_tb: MLflow child run, model and output folders."""
+    return f"alpha-{alpha_label(alpha)}-{objective}"
+
+
+def sweep_members(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    """(α label, objective) for every run of the sweep, in params.yaml order."""
+    return [(alpha_label(a), obj) for a in cfg.sweep.alphas for obj in cfg.sweep.objectives]
+
+
+def _require(path: Path, step: str) -> Path:
+    if not path.exists():
+        raise MissingInputError(f"{path} does not exist: run the `{step}` step first (e.g. `dvc repro {step}`).")
+    return path
+
+
+# ------------------------------------------------------------------------------ provenance
+def git_commit(root: Path) -> str:
+    """HEAD's commit hash, with "+dirty" when tracked files differ; "unknown" outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def params_sha256(sections: dict[str, Any]) -> str:
+    """sha256 of the params sections a result depends on, as canonical JSON."""
+    return hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_params(cfg: PipelineConfig, alpha: float | None, objective: str | None) -> dict[str, Any]:
+    """The params a run depends on, nested as in params.yaml (logged under dotted names)."""
+    sections = ("model", "world", "base", "data", "train", "evaluate") if alpha is not None else (
+        "model", "world", "base", "data", "evaluate")
+    params = {name: cfg.raw.get(name, {}) for name in sections}
+    if alpha is not None:
+        params["run"] = {"alpha": alpha, "objective": objective}
+    return params
+
+
+# ---------------------------------------------------------------------------------- models
+def base_model_source(cfg: PipelineConfig) -> str:
+    """Directory or model id the pipeline starts from: the pretrained world base, or model.name_or_path."""
+    if cfg.model.is_world:
+        return str(_require(layout_of(cfg).base_model / "config.json", "base").parent)
+    return cfg.model.name_or_path
+
+
+def load_tokenizer(source: str, trust_remote_code: bool = False):
+    """AutoTokenizer for a directory or model id, with a fixable error when it cannot be found."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise UserError(_unknown_model_message(source, err)) from err
+
+
+def load_causal_lm(source: str, trust_remote_code: bool = False):
+    """AutoModelForCausalLM from safetensors only, fp32, eval mode; fixable error when not found."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, trust_remote_code=trust_remote_code, use_safetensors=True, dtype="float32")
+    except (OSError, ValueError) as err:
+        raise UserError(_unknown_model_message(source, err)) from err
+    return model.eval()
+
+
+def _unknown_model_message(source: str, err: Exception) -> str:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return (f"model {source!r} could not be loaded ({first}). model.name_or_path must be \"world\", a local "
+            "model directory with safetensors weights, or a model id already in the Hugging Face cache "
+            "(this machine is offline: download it elsewhere and copy the directory here).")
+
+
+# --------------------------------------------------------------------------------- prepare
+def prepare_prompts(cfg: PipelineConfig) -> dict:
+    """Load, map, render and validate the prompt table; write data/prepared/ (DVC output)."""
+    from powerflow.data import prepare_prompts as prepare
+
+    world_rows = None
+    if cfg.model.is_world or cfg.data.source == "world":
+        from powerflow.world import build_tokenizer, world_prompt_rows
+
+        world_rows = world_prompt_rows(cfg.world) if cfg.data.source == "world" else None
+    if cfg.model.is_world:
+        tokenizer = build_tokenizer(cfg.world)
+    else:
+        tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
+    prepared = prepare(cfg.data, tokenizer, layout_of(cfg).prepared, cfg.project_root, world_rows=world_rows)
+    return dict(prepared.manifest)
+
+
+# ------------------------------------------------------------------------------------ base
+def pretrain_base(cfg: PipelineConfig) -> dict:
+    """Pretrain the embedded world's base model (models/base/); a hub or local model skips it.
+
+    For a non-world model the step writes only models/base/powerflow_base.json naming the model,
+    so DVC's graph stays the same whichever base is used.
+    """
+    out = layout_of(cfg).base_model
+    if not cfg.model.is_world:
+        load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)  # fail here, not in train
+        with atomic_directory(out) as tmp:
+            write_json_atomic({"name_or_path": cfg.model.name_or_path, "pretrained_here": False},
+                              tmp / "powerflow_base.json")
+        return {"base/pretrained_here": 0.0}
+    from powerflow.world import pretrain_base as pretrain
+
+    return pretrain(cfg.world, cfg.base, out)
+
+
+# ----------------------------------------------------------------------------------- train
+def training_prompts(cfg: PipelineConfig) -> tuple[list[str], dict]:
+    """Training prompts (split train, families in train.families) and the prepared manifest.
+
+    Only the prompt table is read: answer keys never reach training.
+    """
+    from powerflow.data import load_prepared
+
+    prompts, _answers, manifest = load_prepared(_require(layout_of(cfg).prepared, "prepare"))
+    rows = prompts[(prompts["split"] == "train") & prompts["family"].isin(cfg.train.families)]
+    if rows.empty:
+        raise UserError(
+            f"no training prompts: data/prepared has no split=train rows in families {list(cfg.train.families)}; "
+            "check data.source and train.families in params.yaml."
+        )
+    return rows["prompt"].tolist(), manifest
+
+
+def trainer_arguments(cfg: PipelineConfig, alpha: float, objective: str, output_dir: Path):
+    """PowerFlowConfig for one sweep member from the `train:` section."""
+    import torch
+
+    from powerflow.trainer import PowerFlowConfig
+
+    t = cfg.train
+    return PowerFlowConfig(
+        output_dir=str(output_dir),
+        alpha=alpha,
+        objective=objective,
+        logz=t.logz,
+        learning_rate=t.learning_rate,
+        logz_learning_rate=t.logz_learning_rate,
+        lr_scheduler_type="constant",
+        per_device_train_batch_size=t.prompts_per_step * t.num_generations,
+        num_generations=t.num_generations,
+        max_completion_length=t.max_completion_length,
+        max_steps=t.steps,
+        epsilon=t.clip_epsilon,
+        max_grad_norm=t.max_grad_norm,
+        gradient_checkpointing=False,
+        bf16=False,
+        use_cpu=not torch.cuda.is_available(),
+        report_to="none",
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=1,
+        seed=t.seed,
+        disable_tqdm=False,
+    )
+
+
+class _HistoryRecorder:
+    """Collects the trainer's per-step logs (the training curves) in memory."""
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        recorder = self
+
+        class _Callback(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if logs and "loss" in logs:
+                    row = {"step": state.global_step}
+                    row.update({k: float(logs[k]) for k in HISTORY_KEYS if k in logs})
+                    recorder.rows.append(row)
+
+        self.rows: list[dict] = []
+        self.callback = _Callback()
+
+
+def resumable_checkpoint(workdir: Path, params: dict) -> str | None:
+    """The newest checkpoint a killed run with the same params left in `workdir`, if any.
+
+    A workdir written under other params (or by an older version of them) is cleared first, so a
+    rerun never resumes someone else's training. The params' hash is kept in workdir/params.sha256.
+    """
+    import shutil
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    stamp, digest = workdir / "params.sha256", params_sha256(params)
+    if workdir.is_dir() and (not stamp.is_file() or stamp.read_text().strip() != digest):
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(digest + "\n")
+    return get_last_checkpoint(str(workdir))
+
+
+def train_policy(cfg: PipelineConfig, alpha: str, objective: str, run_id: str | None = None) -> dict:
+    """Fine-tune the base toward p_base^α with PowerFlowTrainer; write models/policies/<name>/.
+
+    The policy is saved merged (LoRA folded into the weights) as a standalone transformers
+    directory, with the log Z head and the resolved config beside it. Curves go to
+    outputs/train/<name>/history.csv and, when `run_id` is given, to that MLflow run step by step.
+    A rerun after a crash resumes from the last trainer checkpoint in runs/train/<name>/.
+    """
+    from datasets import Dataset
+    from peft import LoraConfig
+
+    from powerflow.trainer import PowerFlowTrainer
+
+    name, value = run_name(alpha, objective), float(alpha_label(alpha))
+    lay = layout_of(cfg)
+    prompts, manifest = training_prompts(cfg)
+    source = base_model_source(cfg)
+    tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
+    model = load_causal_lm(source, cfg.model.trust_remote_code)
+    workdir = lay.train_workdir(name)
+    args = trainer_arguments(cfg, value, objective, workdir)
+    peft_config = None
+    if cfg.train.lora_r > 0:
+        peft_config = LoraConfig(r=cfg.train.lora_r, lora_alpha=cfg.train.lora_alpha,
+                                 target_modules="all-linear", lora_dropout=0.0)
+    history = _HistoryRecorder()
+    callbacks = [history.callback]
+    if run_id is not None:
+        from powerflow.tracking import MlflowStepLogger
+
+        callbacks.append(MlflowStepLogger(run_id, prefix="train/"))
+    trainer = PowerFlowTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"prompt": prompts}),
+                               processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    started = time.perf_counter()
+    resume = resumable_checkpoint(workdir, run_params(cfg, value, objective))
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - started
+
+    with atomic_directory(lay.policy(name)) as tmp:
+        policy = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
+        policy.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        trainer.save_powerflow_files(tmp)
+    summary = training_summary(trainer, history.rows, seconds, resumed_from=resume)
+    import shutil
+
+    shutil.rmtree(workdir, ignore_errors=True)  # the policy is saved; its checkpoints are no longer needed
+    summary.update({"alpha": value, "objective": objective, "prompts_sha256": manifest.get("prompts_sha256")})
+    out = lay.train_outputs(name)
+    write_history_csv(history.rows, out / "history.csv")
+    write_json_atomic(summary, out / "metrics.json")
+    return summary
+
+
+def training_summary(trainer, rows: list[dict], seconds: float, resumed_from: str | None) -> dict:
+    """Final-step training numbers (slash-grouped names) for metrics.json and MLflow."""
+    last = rows[-1] if rows else {}
+    summary = {f"train/{k}": v for k, v in last.items() if k != "step"}
+    summary.update({
+        "train/steps": trainer.state.global_step,
+        "train/seconds": seconds,
+        "train/skipped_steps": getattr(trainer, "skipped_steps", 0),
+        "train/resumed": resumed_from is not None,
+    })
+    return summary
+
+
+def write_history_csv(rows: list[dict], path: Path) -> Path:
+    """The per-step curves as CSV (columns: step and HISTORY_KEYS present), for `dvc plots`."""
+    columns = ["step"] + [k for k in HISTORY_KEYS if any(k in r for r in rows)]
+    lines = [",".join(c.replace("/", "_") for c in columns)]
+    for r in rows:
+        lines.append(",".join("" if r.get(c) is None else f"{r[c]:.6g}" for c in columns))
+    return write_text_atomic("\n".join(lines) + "\n", path)
+
+
+def read_history_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+# ------------------------------------------------------------------------------- tracking
+def tracking_experiment(cfg: PipelineConfig) -> str:
+    """Connect to the tracking store (fails fast with a fix when unreachable); the experiment id."""
+    from powerflow import tracking
+
+    return tracking.connect(cfg.tracking, cfg.project_root)
+
+
+def sweep_parent(cfg: PipelineConfig, experiment_id: str) -> str:
+    from powerflow import tracking
+
+    return tracking.sweep_parent_run(experiment_id, cfg.sweep.name, tags={"powerflow.base_model": cfg.model.name_or_path})
+
+
+def run_tags(cfg: PipelineConfig, alpha: float | None, objective: str | None, prompts_sha: str) -> dict[str, str]:
+    """Tags every run and registered version carries: what it is and where it came from."""
+    params = run_params(cfg, alpha, objective)
+    tags = {
+        "base_model": cfg.model.name_or_path,
+        "prompts_sha256": prompts_sha,
+        "git_commit": git_commit(cfg.project_root),
+        "params_sha256": params_sha256(params),
+        "sweep": cfg.sweep.name,
+    }
+    if alpha is not None:
+        tags.update({"alpha": f"{alpha:g}", "objective": str(objective)})
+    return tags
+
+
+def open_training_run(cfg: PipelineConfig, alpha: str, objective: str) -> str:
+    """Create the MLflow child run of one sweep member (params, tags) before training starts.
+
+    Its id is written to outputs/train/<name>/run.json so later steps log into the same run.
+    """
+    from powerflow import tracking
+    from powerflow.data import load_prepared
+
+    name, value = run_name(alpha, objective), float(alpha_label(alpha))
+    _prompts, _answers, manifest = load_prepared(_require(layout_of(cfg).prepared, "prepare"))
+    experiment_id = tracking_experiment(cfg)
+    parent = sweep_parent(cfg, experiment_id)
+    tags = run_tags(cfg, value, objective, manifest.get("prompts_sha256", ""))
+    run_id = tracking.start_child_run(experiment_id, parent, name, run_params(cfg, value, objective), tags)
+    write_json_atomic({"run_id": run_id, "parent_run_id": parent, "experiment_id": experiment_id, "name": name},
+                      layout_of(cfg).train_outputs(name) / "run.json")
+    return run_id
+
+
+def close_training_run(cfg: PipelineConfig, alpha: str, objective: str, run_id: str) -> None:
+    """Log the final training numbers and the resolved config to the run."""
+    from powerflow import tracking
+
+    tracking_experiment(cfg)
+    name = run_name(alpha, objective)
+    out = layout_of(cfg).train_outputs(name)
+    metrics = json.loads((out / "metrics.json").read_text())
+    tracking.log_metrics(run_id, {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+    tracking.log_artifacts(run_id, layout_of(cfg).policy(name) / "powerflow_config.json", "config")
+    tracking.log_artifacts(run_id, out / "history.csv", "training")
+
+
+def train_member(cfg: PipelineConfig, alpha: str, objective: str) -> dict:
+    """The whole `train` stage for one (α, objective): open the run, train, close the run."""
+    run_id = open_training_run(cfg, alpha, objective)
+    summary = train_policy(cfg, alpha, objective, run_id=run_id)
+    close_training_run(cfg, alpha, objective, run_id)
+    return summary
+
+
+def training_run_id(cfg: PipelineConfig, name: str) -> str:
+    path = _require(layout_of(cfg).train_outputs(name) / "run.json", "train")
+    return json.loads(path.read_text())["run_id"]
+
+
+# -------------------------------------------------------------------------------- register
+def register_policy(cfg: PipelineConfig, alpha: str, objective: str) -> dict:
+    """Register models/policies/<name> in the Model Registry (idempotent); write outputs/register/<name>.json."""
+    from powerflow import tracking
+    from powerflow.data import load_prepared
+
+    name, value = run_name(alpha, objective), float(alpha_label(alpha))
+    lay = layout_of(cfg)
+    checkpoint = _require(lay.policy(name), "train")
+    _p, _a, manifest = load_prepared(_require(lay.prepared, "prepare"))
+    tracking_experiment(cfg)
+    model_name = tracking.registered_model_name(cfg.tracking, cfg.model.name_or_path)
+    tags = run_tags(cfg, value, objective, manifest.get("prompts_sha256", ""))
+    version = tracking.register_checkpoint(training_run_id(cfg, name), checkpoint, model_name, tags)
+    record = asdict(version) | {"alpha": value, "objective": objective, "run": name}
+    write_json_atomic(record, lay.registration(name))
+    return record
+
+
+# -------------------------------------------------------------------------------- evaluate
+def evaluation_rows(cfg: PipelineConfig) -> list[dict]:
+    """Eval-split prompts joined with their answer keys (the only place answers are read)."""
+    from powerflow.data import load_prepared
+
+    prompts, answers, _ = load_prepared(_require(layout_of(cfg).prepared, "prepare"))
+    rows = prompts[prompts["split"] == "eval"].merge(answers[["id", "answer"]], on="id", how="left")
+    out = []
+    for r in rows.to_dict("records"):
+        r["answer"] = json.loads(r["answer"]) if isinstance(r["answer"], str) else r["answer"]
+        out.append(r)
+    if not out:
+        raise UserError("no eval prompts in data/prepared: set data.eval_fraction > 0 or give the source a split column.")
+    return out
+
+
+def evaluate_target(cfg: PipelineConfig, name: str, progress: bool = True) -> dict:
+    """Evaluate the base model (name "base") or a registered policy; write outputs/eval/<name>/.
+
+    A registered policy is loaded from the Model Registry (the version the register step wrote),
+    so what is evaluated is exactly what is registered.
+    """
+    lay = layout_of(cfg)
+    if name == BASE_RUN:
+        return evaluate_checkpoint(cfg, base_model_source(cfg), lay.evaluation(name), progress)
+    record = json.loads(_require(lay.registration(name), "register").read_text())
+    return evaluate_registered(cfg, record["uri"], lay.evaluation(name), progress)
+
+
+def evaluate_registered(cfg: PipelineConfig, model_uri: str, out_dir: Path | None = None,
+                        progress: bool = True) -> dict:
+    """Download a registered version (models:/name/N or models:/name@alias) and evaluate it.
+
+    Default output folder: outputs/eval/registered/<model name>-v<version>/.
+    """
+    import tempfile
+
+    from powerflow import tracking
+
+    tracking_experiment(cfg)
+    version = tracking.resolve_version(model_uri)
+    out_dir = out_dir or layout_of(cfg).root / "outputs" / "eval" / "registered" / f"{version.name}-v{version.version}"
+    with tempfile.TemporaryDirectory() as tmp:
+        source = tracking.download_checkpoint(version.uri, Path(tmp) / "policy")
+        metrics = evaluate_checkpoint(cfg, str(source), out_dir, progress)
+    return metrics | {"registered/version": float(version.version)}
+
+
+def evaluate_checkpoint(cfg: PipelineConfig, source: str, out_dir: Path, progress: bool = True) -> dict:
+    """Evaluate one model directory on the eval prompts; write metrics.json and samples.jsonl."""
+    from powerflow.eval import evaluate_model
+    from powerflow.world import grade
+
+    rows = evaluation_rows(cfg)
+    model = load_causal_lm(source, cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
+    metrics, samples = evaluate_model(model, tokenizer, rows, grade, cfg.evaluate, progress=progress)
+    write_text_atomic("".join(json.dumps(s, default=str) + "\n" for s in samples), out_dir / "samples.jsonl")
+    write_json_atomic(metrics, out_dir / "metrics.json")
+    return metrics
+
+
+def record_evaluation(cfg: PipelineConfig, name: str) -> str:
+    """Log outputs/eval/<name>/ to its MLflow run (the base model gets its own child run)."""
+    from powerflow import tracking
+    from powerflow.data import load_prepared
+
+    lay = layout_of(cfg)
+    out = _require(lay.evaluation(name), "evaluate")
+    experiment_id = tracking_experiment(cfg)
+    if name == BASE_RUN:
+        _p, _a, manifest = load_prepared(_require(lay.prepared, "prepare"))
+        parent = sweep_parent(cfg, experiment_id)
+        run_id = tracking.start_child_run(experiment_id, parent, BASE_RUN, run_params(cfg, None, None),
+                                          run_tags(cfg, None, None, manifest.get("prompts_sha256", "")))
+    else:
+        run_id = training_run_id(cfg, name)
+    metrics = json.loads((out / "metrics.json").read_text())
+    tracking.log_metrics(run_id, {f"eval/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+    tracking.log_artifacts(run_id, out / "samples.jsonl", "eval")
+    return run_id
+
+
+def evaluate_member(cfg: PipelineConfig, name: str) -> dict:
+    """The whole `evaluate` stage for one run: evaluate, then log to MLflow."""
+    metrics = evaluate_target(cfg, name)
+    record_evaluation(cfg, name)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------- report
+def collect_runs(cfg: PipelineConfig) -> tuple[list[dict], dict[str, list[dict]]]:
+    """Evaluation metrics, training summaries and registrations of the base and every sweep member."""
+    lay = layout_of(cfg)
+    runs = [{"name": BASE_RUN, "alpha": None, "objective": None,
+             "metrics": json.loads(_require(lay.evaluation(BASE_RUN) / "metrics.json", "evaluate").read_text()),
+             "train": {}, "registered": None}]
+    histories = {}
+    for alpha, objective in sweep_members(cfg):
+        name = run_name(alpha, objective)
+        runs.append({
+            "name": name, "alpha": float(alpha), "objective": objective,
+            "metrics": json.loads(_require(lay.evaluation(name) / "metrics.json", "evaluate").read_text()),
+            "train": json.loads(_require(lay.train_outputs(name) / "metrics.json", "train").read_text()),
+            "registered": json.loads(_require(lay.registration(name), "register").read_text()),
+        })
+        histories[name] = read_history_csv(lay.train_outputs(name) / "history.csv")
+    return runs, histories
+
+
+def write_sweep_report(cfg: PipelineConfig, orchestration: list[str] = ()) -> dict:
+    """Markdown summary, PNG plots, summary.json (DVC metrics) and alpha_metrics.csv (DVC plots)."""
+    from powerflow.report import write_report
+
+    runs, histories = collect_runs(cfg)
+    lay = layout_of(cfg)
+    with atomic_directory(lay.report) as tmp:
+        result = write_report(runs, histories, tmp, title=cfg.report.title, notes=list(orchestration),
+                              min_validity=cfg.report.min_validity)
+        summary = {r["name"]: {k: v for k, v in r["metrics"].items() if isinstance(v, (int, float))} for r in runs}
+        write_json_atomic({"best": result["best"], "runs": summary}, tmp / "summary.json")
+        write_alpha_metrics_csv(runs, tmp / "alpha_metrics.csv")
+    return {"best": result["best"], "report": str(lay.report / "report.md")}
+
+
+ALPHA_PLOT_COLUMNS = ("reasoning/accuracy_greedy", "reasoning/accuracy_mean", "open_ended/coverage",
+                      "open_ended/validity", "open_ended/kl_uniform")
+
+
+def write_alpha_metrics_csv(runs: list[dict], path: Path) -> Path:
+    """One row per sweep member (α, objective, headline metrics), for `dvc plots show`."""
+    header = ["alpha", "objective"] + [c.replace("/", "_") for c in ALPHA_PLOT_COLUMNS]
+    lines = [",".join(header)]
+    for r in runs:
+        if r["alpha"] is None:
+            continue
+        values = [f"{r['metrics'].get(c, float('nan')):.6g}" for c in ALPHA_PLOT_COLUMNS]
+        lines.append(",".join([f"{r['alpha']:g}", r["objective"]] + values))
+    return write_text_atomic("\n".join(lines) + "\n", path)
+
+
+def set_registry_aliases(cfg: PipelineConfig) -> dict[str, str]:
+    """Point the registry aliases best-reasoning / best-diversity at the report's choices."""
+    from powerflow import tracking
+
+    lay = layout_of(cfg)
+    best = json.loads(_require(lay.report / "summary.json", "report").read_text())["best"]
+    tracking_experiment(cfg)
+    model_name = tracking.registered_model_name(cfg.tracking, cfg.model.name_or_path)
+    aliases = {}
+    for role, name in best.items():
+        if not name or name == BASE_RUN:
+            continue
+        record = json.loads(_require(lay.registration(name), "register").read_text())
+        alias = f"best-{role}"
+        tracking.set_alias(model_name, alias, record["version"])
+        aliases[alias] = f"{name} (version {record['version']})"
+    return aliases
+
+
+def record_report(cfg: PipelineConfig) -> None:
+    """Log the report folder to the sweep's parent run."""
+    from powerflow import tracking
+
+    experiment_id = tracking_experiment(cfg)
+    tracking.log_artifacts(sweep_parent(cfg, experiment_id), layout_of(cfg).report, "report")
+
+
+def report_sweep(cfg: PipelineConfig, orchestration: list[str] = ()) -> dict:
+    """The whole `report` stage: write the report, set the aliases, log it to the parent run."""
+    result = write_sweep_report(cfg, orchestration)
+    result["aliases"] = set_registry_aliases(cfg)
+    record_report(cfg)
+    return result
+

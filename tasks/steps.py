@@ -1,0 +1,52 @@
+"""One Prefect task per pipeline step in powerflow.pipeline.
+
+Compute steps (prepare, pretrain, train, evaluate, report) run once: a failure there is a bug or
+bad input, and repeating it only burns time. Steps that talk to the tracking server retry, since
+a server restart or a locked SQLite file is transient; a user error (bad params, missing input)
+is never retried. Every task records its wall time (powerflow.timing) so the CLI can report how
+much of a command was orchestration.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from powerflow import pipeline
+from powerflow.config import UserError
+from powerflow.timing import measured
+
+
+def retry_unless_user_error(task_, task_run, state) -> bool:
+    """Retry condition: anything but a UserError (whose message already says how to fix it)."""
+    try:
+        state.result()
+    except UserError:
+        return False
+    except Exception:  # noqa: BLE001 - any other failure of a tracking call may be transient
+        return True
+    return False
+
+
+def _compute(fn, name: str):
+    return task(name=name, cache_policy=NO_CACHE, persist_result=False)(measured(fn))
+
+
+def _tracking(fn, name: str):
+    return task(name=name, cache_policy=NO_CACHE, persist_result=False, retries=3,
+                retry_delay_seconds=[2, 5, 10], retry_condition_fn=retry_unless_user_error)(measured(fn))
+
+
+prepare_prompts = _compute(pipeline.prepare_prompts, "prepare-prompts")
+pretrain_base = _compute(pipeline.pretrain_base, "pretrain-base")
+train_policy = _compute(pipeline.train_policy, "train-policy")
+evaluate_target = _compute(pipeline.evaluate_target, "evaluate")
+evaluate_registered = _compute(pipeline.evaluate_registered, "evaluate-registered")
+write_sweep_report = _compute(pipeline.write_sweep_report, "write-report")
+
+open_training_run = _tracking(pipeline.open_training_run, "open-training-run")
+close_training_run = _tracking(pipeline.close_training_run, "close-training-run")
+register_policy = _tracking(pipeline.register_policy, "register-policy")
+record_evaluation = _tracking(pipeline.record_evaluation, "record-evaluation")
+set_registry_aliases = _tracking(pipeline.set_registry_aliases, "set-registry-aliases")
+record_report = _tracking(pipeline.record_report, "record-report")
