@@ -21,7 +21,7 @@ Metric names are stable (the report and DVC plots read them), grouped by slash:
     cost/tokens_per_answer, cost/seconds_per_answer, eval/n_prompts/<family>, eval/n_samples
 
 A family is reasoning or open-ended by name ("reasoning", "open_ended"); any other family is
-scored by the type of its answers (a string: reasoning; a list: open-ended).
+scored by the type of its answers (a list: open-ended; a gold value: reasoning).
 """
 
 from __future__ import annotations
@@ -122,12 +122,13 @@ def rows_by_family(eval_rows: list[dict], max_prompts_per_family: int | None = N
 
 
 def family_kind(family: str, rows: list[dict]) -> str:
-    """REASONING or OPEN_ENDED: by the family's name, else by its answers (str: reasoning, list: open-ended)."""
+    """REASONING or OPEN_ENDED: by the family's name, else by its answers (a list: open-ended; else reasoning)."""
     if family in (REASONING, OPEN_ENDED):
         return family
-    if all(isinstance(r["answer"], str) for r in rows):
+    is_list = [isinstance(r["answer"], (list, tuple)) for r in rows]
+    if not any(is_list):
         return REASONING
-    if all(isinstance(r["answer"], (list, tuple)) for r in rows):
+    if all(is_list):
         return OPEN_ENDED
     raise EvalDataError(
         f"eval family {family!r} mixes answer types: give each row a gold string (reasoning) or a list of valid "
