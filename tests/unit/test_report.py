@@ -1,0 +1,130 @@
+"""The sweep report on hand-made runs: table values, plots, and the documented best-run rule."""
+
+import math
+
+import pytest
+
+from powerflow.report import (
+    best_runs,
+    headline_table_markdown,
+    plot_metric_vs_alpha,
+    plot_pass_at_k,
+    plot_training_curves,
+    runs_table,
+    write_report,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def metrics(acc, acc_se, cov, cov_se, validity, kl, tokens, greedy=0.5):
+    return {
+        "reasoning/accuracy_greedy": greedy, "reasoning/accuracy_mean": acc, "reasoning/accuracy_mean_se": acc_se,
+        "reasoning/pass@1": acc, "reasoning/pass@2": min(1.0, acc + 0.1), "reasoning/pass@4": min(1.0, acc + 0.15),
+        "reasoning/validity": 0.99, "open_ended/validity": validity, "open_ended/validity_se": 0.01,
+        "open_ended/coverage": cov, "open_ended/coverage_se": cov_se, "open_ended/kl_uniform": kl,
+        "open_ended/distinct_1": 0.4, "cost/tokens_per_answer": tokens, "eval/n_samples": 4,
+    }
+
+
+def hand_runs():
+    # Listed out of order on purpose. alpha-0.25 has the most coverage but invalid answers (0.6 < 0.8):
+    # the rule must pick alpha-0.5 for diversity. alpha-4 has the best avg@n.
+    return [
+        {"name": "alpha-4", "alpha": 4.0, "objective": "la_tb", "metrics": metrics(0.612, 0.031, 0.30, 0.02, 0.97, 1.10, 14.2),
+         "train": {"final_loss": 0.0123, "steps": 200}, "registered": {"model": "powerflow", "version": 3}},
+        {"name": "base", "alpha": None, "objective": None, "metrics": metrics(0.450, 0.030, 0.40, 0.02, 0.95, 0.80, 15.0),
+         "train": {}, "registered": None},
+        {"name": "alpha-0.25", "alpha": 0.25, "objective": "la_tb",
+         "metrics": metrics(0.200, 0.030, 0.90, 0.02, 0.60, 0.10, 17.0), "train": {}, "registered": None},
+        {"name": "alpha-0.5", "alpha": 0.5, "objective": "la_tb",
+         "metrics": metrics(0.300, 0.030, 0.70, 0.03, 0.91, 0.35, 16.1), "train": {}, "registered": None},
+        {"name": "alpha-2", "alpha": 2.0, "objective": "la_tb",
+         "metrics": metrics(0.580, 0.030, 0.35, 0.02, 0.96, 0.95, 14.8), "train": {}, "registered": None},
+    ]
+
+
+def histories():
+    return {"alpha-4": [{"step": s, "train/loss": 1.0 / (s + 1), "train/logz": 0.1 * s} for s in range(5)],
+            "alpha-0.5": [{"step": s, "train/loss": 2.0 / (s + 1)} for s in range(5)]}
+
+
+def test_runs_table_puts_base_first_then_alpha_ascending():
+    rows = runs_table(hand_runs())
+    assert [r["name"] for r in rows] == ["base", "alpha-0.25", "alpha-0.5", "alpha-2", "alpha-4"]
+    top = rows[-1]
+    assert (top["accuracy_mean"], top["accuracy_mean_se"], top["max_k"], top["pass_at_max_k"]) == (
+        0.612, 0.031, 4, pytest.approx(0.762))
+    assert top["tokens_per_answer"] == 14.2
+    assert math.isnan(runs_table([{"name": "x", "alpha": 1.0, "metrics": {}}])[0]["coverage"])
+
+
+def test_best_runs_follow_the_validity_rule():
+    rows = runs_table(hand_runs())
+    assert best_runs(rows) == {"reasoning": "alpha-4", "diversity": "alpha-0.5"}
+    # a lower threshold lets the high-coverage, low-validity run win
+    assert best_runs(rows, validity_threshold=0.5)["diversity"] == "alpha-0.25"
+    # nobody valid enough: no best-diversity run
+    assert best_runs(rows, validity_threshold=0.99)["diversity"] is None
+
+
+def test_headline_table_holds_the_values():
+    table = headline_table_markdown(runs_table(hand_runs()))
+    lines = table.strip().splitlines()
+    assert len(lines) == 2 + 5
+    assert "pass@4" in lines[0] and "avg@4 ± se" in lines[0]
+    base_line = lines[2]
+    assert base_line.startswith("| base | base |")
+    assert "0.450 ± 0.030" in base_line and "0.400 ± 0.020" in base_line and "15.0" in base_line
+    assert "0.612 ± 0.031" in lines[-1] and "0.762" in lines[-1] and "1.100" in lines[-1]
+    assert "(k=" not in table  # every run has the same max k: it is in the header only
+    mixed = hand_runs()
+    del mixed[0]["metrics"]["reasoning/pass@4"]  # alpha-4 now tops out at pass@2
+    mixed_table = headline_table_markdown(runs_table(mixed))
+    assert "pass@k (max k)" in mixed_table and "0.712 (k=2)" in mixed_table
+
+
+def test_plots_are_non_empty_pngs(tmp_path):
+    runs = hand_runs()
+    paths = [
+        plot_metric_vs_alpha(runs, "reasoning/accuracy_mean", tmp_path / "acc.png", ylabel="accuracy"),
+        plot_metric_vs_alpha(runs, "open_ended/kl_uniform", tmp_path / "kl.png"),  # no _se: no error bars
+        plot_pass_at_k(runs, tmp_path / "pass.png"),
+        plot_training_curves(histories(), "train/loss", tmp_path / "loss.png"),
+    ]
+    for path in paths:
+        data = path.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acc.png", "kl.png", "loss.png", "pass.png"]  # no temp files
+    with pytest.raises(ValueError, match="no run has metric"):
+        plot_metric_vs_alpha(runs, "reasoning/nonexistent", tmp_path / "x.png")
+
+
+def test_write_report_writes_table_findings_and_plots(tmp_path):
+    out = write_report(hand_runs(), histories(), tmp_path / "report", title="Sweep over alpha",
+                       notes=["Evaluated on the embedded world."])
+    assert out["best"] == {"reasoning": "alpha-4", "diversity": "alpha-0.5"}
+    text = out["report"].read_text()
+    assert text.startswith("# Sweep over alpha")
+    for value in ("0.612 ± 0.031", "0.450 ± 0.030", "0.700 ± 0.030", "0.762", "Evaluated on the embedded world."):
+        assert value in text
+    findings = text.split("## What the sweep shows")[1].split("##")[0]
+    # avg@n: 0.612 - 0.450 = +0.162 with se sqrt(0.031² + 0.030²) = 0.0431 -> +3.8 se
+    assert "α=4" in findings and "+0.162 (+3.8 se)" in findings
+    # coverage: 0.70 - 0.40 = +0.300 with se sqrt(0.03² + 0.02²) = 0.0361 -> +8.3 se; validity 0.91 kept
+    assert "α=0.5" in findings and "+0.300 (+8.3 se)" in findings and "0.910" in findings and "kept" in findings
+    assert "version=3" in text  # registered model shown
+    names = {p.name for p in out["plots"]}
+    assert {"reasoning_accuracy_mean_vs_alpha.png", "open_ended_coverage_vs_alpha.png", "reasoning_pass_at_k.png",
+            "training_train_loss.png", "training_train_logz.png"} <= names
+    for path in out["plots"]:
+        assert path.is_file() and path.read_bytes().startswith(PNG_MAGIC)
+        assert f"(plots/{path.name})" in text
+    assert set(p.name for p in (tmp_path / "report" / "plots").iterdir()) == names
+
+
+def test_write_report_says_when_no_run_keeps_validity(tmp_path):
+    out = write_report(hand_runs(), {}, tmp_path, title="t", validity_threshold=0.99)
+    assert out["best"]["diversity"] is None
+    text = out["report"].read_text()
+    assert "No run keeps open-ended validity ≥ 0.99" in text and "alpha-0.25" in text
