@@ -1,0 +1,121 @@
+"""The α sweep through real DVC, MLflow (SQLite store + registry) and Great Expectations.
+
+One tiny project runs the whole pipeline once (`dvc repro report`); the tests then check what a
+user sees: outputs, MLflow runs and registered versions, a second `dvc repro` doing nothing, one
+more α through `dvc exp run -S` re-running only that α, `dvc metrics show`, `dvc plots show`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from tests.pipeline_project import make_project, run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    path = make_project(tmp_path_factory.mktemp("sweep") / "project", alphas=(0.5, 2.0))
+    out = run(["dvc", "repro", "report"], path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(project):
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    yield MlflowClient()
+    mlflow.set_tracking_uri(None)
+
+
+def test_every_stage_wrote_its_outputs(project):
+    assert (project / "data" / "prepared" / "manifest.json").is_file()
+    assert (project / "models" / "base" / "model.safetensors").is_file()
+    for name in ("alpha-0.5-la_tb", "alpha-2.0-la_tb"):
+        assert (project / "models" / "policies" / name / "model.safetensors").is_file()
+        assert (project / "models" / "policies" / name / "logz_head.safetensors").is_file()
+        metrics = json.loads((project / "outputs" / "eval" / name / "metrics.json").read_text())
+        assert 0.0 <= metrics["reasoning/accuracy_mean"] <= 1.0
+        assert "open_ended/coverage" in metrics
+        history = (project / "outputs" / "train" / name / "history.csv").read_text().splitlines()
+        assert history[0].startswith("step,") and len(history) == 3  # header + 2 steps
+    report = (project / "outputs" / "report" / "report.md").read_text()
+    assert "alpha-2.0-la_tb" in report or "2.0" in report
+    assert list((project / "outputs" / "report" / "plots").glob("*.png"))
+    assert not (project / "runs" / "train" / "alpha-0.5-la_tb").exists()  # checkpoints cleared after success
+
+
+def test_mlflow_has_one_parent_and_a_child_per_alpha(project, client):
+    experiment = client.get_experiment_by_name("powerflow")
+    assert experiment.artifact_location.startswith(("/", "file:/"))  # absolute, survives DVC temp copies
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("powerflow.role") == "parent"]
+    assert len(parents) == 1
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+    assert {"alpha-0.5-la_tb", "alpha-2.0-la_tb", "base"} <= set(children)
+    child = children["alpha-2.0-la_tb"]
+    assert child.data.params["run.alpha"] == "2.0"
+    assert child.data.params["train.steps"] == "2"
+    assert "eval/reasoning/accuracy_mean" in child.data.metrics
+    history = client.get_metric_history(child.info.run_id, "train/loss")
+    assert [m.step for m in history] == [1, 2]
+    manifest = json.loads((project / "data" / "prepared" / "manifest.json").read_text())
+    assert child.data.tags["prompts_sha256"] == manifest["prompts_sha256"]
+
+
+def test_each_checkpoint_is_registered_with_tags_and_aliases(project, client):
+    versions = client.search_model_versions("name='powerflow-world'")
+    assert len(versions) == 2
+    by_alpha = {v.tags["alpha"]: v for v in versions}
+    assert set(by_alpha) == {"0.5", "2"}
+    for v in versions:
+        assert {"objective", "base_model", "prompts_sha256", "git_commit", "params_sha256"} <= set(v.tags)
+    model = client.get_registered_model("powerflow-world")
+    assert set(model.aliases) == {"best-reasoning", "best-diversity"}
+
+
+def test_registering_again_creates_no_new_version(project, client):
+    out = run(["powerflow", "register", "--alpha", "2.0", "--objective", "la_tb"], project)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "existing" in out.stdout
+    assert len(client.search_model_versions("name='powerflow-world'")) == 2
+
+
+def test_registered_version_loads_back_and_generates(project):
+    from powerflow.tracking import load_policy
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    policy = load_policy("models:/powerflow-world@best-reasoning")
+    (text,) = policy.predict(["Q 1 + 2 + 3 ="], params={"max_new_tokens": 8, "do_sample": False})
+    assert isinstance(text, str) and text
+
+
+def test_second_repro_runs_nothing(project):
+    out = run(["dvc", "repro", "report"], project)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Running stage" not in out.stdout
+
+
+def test_metrics_and_plots_show_every_alpha(project):
+    metrics = run(["dvc", "metrics", "show", "--json"], project)
+    assert metrics.returncode == 0, metrics.stderr[-2000:]
+    text = metrics.stdout
+    assert "outputs/eval/alpha-0.5-la_tb/metrics.json" in text and "reasoning/accuracy_mean" in text
+    plots = run(["dvc", "plots", "show", "-o", "plots_html"], project)
+    assert plots.returncode == 0, plots.stderr[-2000:]
+    assert (project / "plots_html" / "index.html").is_file()
+
+
+def test_one_more_alpha_runs_only_that_alpha(project):
+    out = run(["dvc", "exp", "run", "-S", "sweep.alphas=[0.5,2.0,3.0]", "report"], project)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Running stage 'train@3.0-la_tb'" in out.stdout
+    assert "Running stage 'train@0.5-la_tb'" not in out.stdout
+    assert "Running stage 'base'" not in out.stdout
+    summary = json.loads((project / "outputs" / "report" / "summary.json").read_text())
+    assert "alpha-3.0-la_tb" in summary["runs"]
