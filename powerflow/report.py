@@ -6,7 +6,7 @@ Everything here reads those dicts only, so the report can be rebuilt from stored
 
 Best runs, the rule the report states: among trained runs (the base model only when there are
 none), best reasoning = highest reasoning/accuracy_mean (avg@n); best diversity = highest
-open_ended/coverage among runs whose open_ended/validity ≥ validity_threshold (0.8 by default),
+open_ended/coverage among runs whose open_ended/validity ≥ min_validity (0.8 by default),
 so a run that buys coverage with invalid answers does not win. Ties go to the run listed first
 (lower α). matplotlib is imported lazily and draws on the Agg canvas (no display, no pyplot state).
 """
@@ -26,7 +26,7 @@ from powerflow.io import atomic_directory, write_text_atomic
 ACCURACY = "reasoning/accuracy_mean"
 COVERAGE = "open_ended/coverage"
 VALIDITY = "open_ended/validity"
-DEFAULT_VALIDITY_THRESHOLD = 0.8  # below it a run's open-ended answers are too often invalid to call diverse
+DEFAULT_MIN_VALIDITY = 0.8  # below it a run's open-ended answers are too often invalid to call diverse
 _PASS_AT = re.compile(r"^reasoning/pass@(\d+)$")
 
 # Metrics plotted against α when some run has them: (metric, y label).
@@ -96,23 +96,23 @@ def headline_table_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def best_runs(rows: list[dict], validity_threshold: float = DEFAULT_VALIDITY_THRESHOLD) -> dict[str, str | None]:
+def best_runs(rows: list[dict], min_validity: float = DEFAULT_MIN_VALIDITY) -> dict[str, str | None]:
     """Names of the best reasoning and best diversity runs by the rule in the module docstring."""
     best_reasoning = _argmax(_candidates(rows), "accuracy_mean")
-    diverse = [r for r in _candidates(rows) if r["validity"] >= validity_threshold]  # NaN never passes
+    diverse = [r for r in _candidates(rows) if r["validity"] >= min_validity]  # NaN never passes
     best_diversity = _argmax(diverse, "coverage")
     return {"reasoning": best_reasoning["name"] if best_reasoning else None,
             "diversity": best_diversity["name"] if best_diversity else None}
 
 
-def sweep_findings(rows: list[dict], validity_threshold: float = DEFAULT_VALIDITY_THRESHOLD) -> list[str]:
+def sweep_findings(rows: list[dict], min_validity: float = DEFAULT_MIN_VALIDITY) -> list[str]:
     """Sentences for "what the sweep shows": the best runs against the base model, in se units.
 
     A difference d = x_run − x_base is reported in units of its standard error
     se_d = √(se_run² + se_base²) (the two evaluations are independent samples).
     """
     base = next((r for r in rows if r["alpha"] is None), None)
-    best = best_runs(rows, validity_threshold)
+    best = best_runs(rows, min_validity)
     by_name = {r["name"]: r for r in rows}
     out = []
     run = by_name.get(best["reasoning"])
@@ -133,11 +133,11 @@ def sweep_findings(rows: list[dict], validity_threshold: float = DEFAULT_VALIDIT
             out.append("No run has an open-ended coverage (open_ended/coverage).")
         else:
             widest = _argmax(candidates, "coverage")
-            out.append(f"No run keeps open-ended validity ≥ {validity_threshold:g}: the highest coverage, "
+            out.append(f"No run keeps open-ended validity ≥ {min_validity:g}: the highest coverage, "
                        f"{_fmt(widest['coverage'])} at {_describe(widest)}, comes with validity "
                        f"{_fmt(widest['validity'])} (not kept).")
     else:
-        text = f"Best diversity (validity ≥ {validity_threshold:g}): {_describe(run)} with coverage " + _fmt_se(
+        text = f"Best diversity (validity ≥ {min_validity:g}): {_describe(run)} with coverage " + _fmt_se(
             run["coverage"], run["coverage_se"])
         if base is not None and run is not base:
             text += f" vs base {_fmt_se(base['coverage'], base['coverage_se'])}: " + _difference(run, base, "coverage")
@@ -145,7 +145,7 @@ def sweep_findings(rows: list[dict], validity_threshold: float = DEFAULT_VALIDIT
         text += f"; validity {_fmt(run['validity'])}"
         if base is not None and run is not base:
             text += f" vs base {_fmt(base['validity'])}"
-        out.append(text + f", kept (≥ {validity_threshold:g}).")
+        out.append(text + f", kept (≥ {min_validity:g}).")
     return out
 
 
@@ -234,7 +234,7 @@ def write_report(
     *,
     title: str,
     notes: Sequence[str] = (),
-    validity_threshold: float = DEFAULT_VALIDITY_THRESHOLD,
+    min_validity: float = DEFAULT_MIN_VALIDITY,
     training_metrics: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Write out_dir/report.md and out_dir/plots/*.png; return their paths and the best runs.
@@ -261,24 +261,24 @@ def write_report(
                 name = f"training_{_slug(metric)}.png"
                 plot_training_curves(histories, metric, tmp / name)
                 names.append((name, f"training: {metric}"))
-    best = best_runs(rows, validity_threshold)
-    text = _report_markdown(title, rows, runs, sweep_findings(rows, validity_threshold), names, notes,
-                            validity_threshold)
+    best = best_runs(rows, min_validity)
+    text = _report_markdown(title, rows, runs, sweep_findings(rows, min_validity), names, notes,
+                            min_validity)
     report = write_text_atomic(text, out_dir / "report.md")
     return {"report": report, "plots": [plot_dir / name for name, _ in names], "best": best}
 
 
-def _report_markdown(title, rows, runs, findings, plots, notes, validity_threshold) -> str:
+def _report_markdown(title, rows, runs, findings, plots, notes, min_validity) -> str:
     parts = [f"# {title}\n", "## Headline\n", headline_table_markdown(rows),
-             "Reasoning accuracy: greedy decoding, and avg@n (mean over prompts of the fraction of n samples that "
-             "are correct) ± its standard error over prompts. Coverage: fraction of each open-ended prompt's valid "
-             "answers that appear among its samples, averaged over prompts. Validity: fraction of open-ended samples "
-             "that are valid answers. KL to uniform: KL(empirical valid answers ‖ uniform over the valid set), "
-             "nats. Tokens/answer: mean sampled completion length (EOS included).\n",
+             ("Reasoning accuracy: greedy decoding, and avg@n (mean over prompts of the fraction of n samples that "
+              "are correct) ± its standard error over prompts. Coverage: fraction of each open-ended prompt's valid "
+              "answers that appear among its samples, averaged over prompts. Validity: fraction of open-ended "
+              "samples that are valid answers. KL to uniform: KL(empirical valid answers ‖ uniform over the valid "
+              "set), nats. Tokens/answer: mean sampled completion length (EOS included).\n"),
              "## What the sweep shows\n", *[f"- {f}" for f in findings], "",
-             f"Rule: best reasoning = highest avg@n among trained runs; best diversity = highest coverage among "
-             f"trained runs with open-ended validity ≥ {validity_threshold:g}. Differences are given in units of "
-             "√(se_run² + se_base²).\n"]
+             (f"Rule: best reasoning = highest avg@n among trained runs; best diversity = highest coverage among "
+              f"trained runs with open-ended validity ≥ {min_validity:g}. Differences are given in units of "
+              "√(se_run² + se_base²).\n")]
     if plots:
         parts += ["## Plots\n", *[f"![{caption}](plots/{name})\n" for name, caption in plots]]
     parts += ["## Runs\n", _runs_markdown(rows, runs)]

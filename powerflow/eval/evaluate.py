@@ -80,8 +80,8 @@ def evaluate_model(
     sampling_seconds = 0.0
     for family, rows in families.items():
         prompts = [r["prompt"] for r in rows]
-        common = dict(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, progress=progress,
-                      backend=cfg.backend)
+        common = {"max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size, "progress": progress,
+                  "backend": cfg.backend}
         greedy = generate_completions(model, tokenizer, prompts, n=1, greedy=True, seed=cfg.seed, **common)
         start = time.perf_counter()
         sampled = generate_completions(

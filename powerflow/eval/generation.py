@@ -135,9 +135,11 @@ def _generate_transformers(
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
     rows = [(i, ids) for i, ids in enumerate(encoded) for _ in range(n)]  # prompt i, sample order
-    decoding = dict(do_sample=False, num_beams=1) if greedy else dict(
-        do_sample=True, num_beams=1, temperature=temperature, top_p=top_p, top_k=0
-    )
+    # Explicit values override the model's saved generation_config (a hub model may save top_k=20
+    # or a repetition penalty): evaluation samples the model's own distribution, with no top-k cut.
+    decoding = {"do_sample": False, "num_beams": 1} if greedy else {
+        "do_sample": True, "num_beams": 1, "temperature": temperature, "top_p": top_p, "top_k": 0
+    }
     results: list[list[Completion]] = [[] for _ in prompts]
     device = model.device
     was_training = model.training

@@ -48,7 +48,7 @@ def eval_rows():
 
 
 def sample(model, tok, prompts=PROMPTS, **kw):
-    args = dict(n=6, greedy=False, max_new_tokens=MAX_NEW, seed=0, progress=False)
+    args = {"n": 6, "greedy": False, "max_new_tokens": MAX_NEW, "seed": 0, "progress": False}
     args.update(kw)
     return generate_completions(model, tok, prompts, **args)
 
@@ -176,7 +176,7 @@ def test_evaluate_model_is_deterministic_and_honours_limits(pair):
     cfg = EvalConfig(n_samples=4, max_new_tokens=MAX_NEW, n_examples=2, seed=1, max_prompts_per_family=2)
     m1, s1 = evaluate_model(model, tok, eval_rows(), letter_grade, cfg, progress=False)
     m2, s2 = evaluate_model(model, tok, eval_rows(), letter_grade, cfg, progress=False)
-    m3, s3 = evaluate_model(model, tok, eval_rows(), letter_grade, EvalConfig(
+    _, s3 = evaluate_model(model, tok, eval_rows(), letter_grade, EvalConfig(
         n_samples=4, max_new_tokens=MAX_NEW, n_examples=2, seed=2, max_prompts_per_family=2), progress=False)
     assert s1 == s2
     timing = "cost/seconds_per_answer"

@@ -1,5 +1,6 @@
 """Eval metrics against hand-computed values, and the `evaluate:` config's errors."""
 
+import itertools
 import math
 
 import pytest
@@ -41,7 +42,7 @@ def test_pass_at_k_matches_binomial_form_and_grows_with_k():
     for k, v in enumerate(values, start=1):
         exact = 1 - math.comb(n - c, k) / math.comb(n, k)
         assert v == pytest.approx(exact, abs=1e-12)
-    assert all(a <= b for a, b in zip(values, values[1:]))
+    assert all(a <= b for a, b in itertools.pairwise(values))
 
 
 @pytest.mark.parametrize("n, c, k", [(0, 0, 1), (4, 5, 1), (4, -1, 1), (4, 2, 0), (4, 2, 5)])

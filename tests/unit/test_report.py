@@ -63,9 +63,9 @@ def test_best_runs_follow_the_validity_rule():
     rows = runs_table(hand_runs())
     assert best_runs(rows) == {"reasoning": "alpha-4", "diversity": "alpha-0.5"}
     # a lower threshold lets the high-coverage, low-validity run win
-    assert best_runs(rows, validity_threshold=0.5)["diversity"] == "alpha-0.25"
+    assert best_runs(rows, min_validity=0.5)["diversity"] == "alpha-0.25"
     # nobody valid enough: no best-diversity run
-    assert best_runs(rows, validity_threshold=0.99)["diversity"] is None
+    assert best_runs(rows, min_validity=0.99)["diversity"] is None
 
 
 def test_headline_table_holds_the_values():
@@ -120,11 +120,11 @@ def test_write_report_writes_table_findings_and_plots(tmp_path):
     for path in out["plots"]:
         assert path.is_file() and path.read_bytes().startswith(PNG_MAGIC)
         assert f"(plots/{path.name})" in text
-    assert set(p.name for p in (tmp_path / "report" / "plots").iterdir()) == names
+    assert {p.name for p in (tmp_path / "report" / "plots").iterdir()} == names
 
 
 def test_write_report_says_when_no_run_keeps_validity(tmp_path):
-    out = write_report(hand_runs(), {}, tmp_path, title="t", validity_threshold=0.99)
+    out = write_report(hand_runs(), {}, tmp_path, title="t", min_validity=0.99)
     assert out["best"]["diversity"] is None
     text = out["report"].read_text()
     assert "No run keeps open-ended validity ≥ 0.99" in text and "alpha-0.25" in text
