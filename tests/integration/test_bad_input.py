@@ -1,0 +1,117 @@
+"""Bad input: one clear error naming the problem and the fix, exit status 2, nothing half-written.
+
+Each case runs the installed `powerflow` command in a fresh tiny project (no git needed).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+import yaml
+
+from tests.pipeline_project import make_project, run, tiny_params
+
+
+def _project(tmp_path, edit=None):
+    path = make_project(tmp_path / "project", git=False)
+    if edit is not None:
+        params = tiny_params()
+        edit(params)
+        (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def _assert_one_error(out, *needles):
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-3000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("powerflow: error:")]
+    assert len(errors) == 1, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+def _nothing_written(project):
+    assert not (project / "data" / "prepared").exists()
+    assert not (project / "models").exists()
+    assert not (project / "mlflow.db").exists()
+
+
+def test_missing_params_key(tmp_path):
+    project = _project(tmp_path, lambda p: p["sweep"].pop("alphas"))
+    out = run(["powerflow", "prepare"], project)
+    _assert_one_error(out, "sweep.alphas", "add")
+    _nothing_written(project)
+
+
+def test_malformed_params_value(tmp_path):
+    project = _project(tmp_path, lambda p: p["train"].update(steps="many"))
+    out = run(["powerflow", "prepare"], project)
+    _assert_one_error(out, "train.steps", "integer")
+    _nothing_written(project)
+
+
+def test_malformed_yaml(tmp_path):
+    project = _project(tmp_path)
+    (project / "params.yaml").write_text("sweep: [unclosed\n")
+    out = run(["powerflow", "prepare"], project)
+    _assert_one_error(out, "not valid YAML")
+
+
+@pytest.mark.parametrize("alpha", [0, -1.5])
+def test_non_positive_alpha_in_params(tmp_path, alpha):
+    project = _project(tmp_path, lambda p: p["sweep"].update(alphas=[0.5, alpha]))
+    out = run(["powerflow", "prepare"], project)
+    _assert_one_error(out, "sweep.alphas", "> 0")
+    _nothing_written(project)
+
+
+def test_non_positive_alpha_on_the_command_line(tmp_path):
+    project = _project(tmp_path)
+    out = run(["powerflow", "train", "--alpha", "0", "--objective", "la_tb"], project)
+    _assert_one_error(out, "--alpha", "> 0")
+    assert not (project / "outputs").exists()
+
+
+def test_unknown_model(tmp_path):
+    project = _project(tmp_path, lambda p: p["model"].update(name_or_path="no-such-org/no-such-model"))
+    out = run(["powerflow", "prepare"], project)
+    _assert_one_error(out, "no-such-org/no-such-model", "model.name_or_path")
+    _nothing_written(project)
+
+
+def test_empty_prompts_file(tmp_path):
+    def edit(p):
+        p["data"].update(source="prompts.jsonl")
+
+    project = _project(tmp_path, edit)
+    (project / "prompts.jsonl").write_text("")
+    out = run(["powerflow", "prepare"], project)
+    _assert_one_error(out, "prompts.jsonl")
+    _nothing_written(project)
+
+
+def test_invalid_prompts_file_lists_failing_expectations(tmp_path):
+    project = _project(tmp_path, lambda p: p["data"].update(source="prompts.jsonl"))
+    rows = [{"id": "a", "prompt": "Q 1 + 2 + 3 =", "family": "reasoning", "split": "train"},
+            {"id": "a", "prompt": "", "family": "poetry", "split": "train"}]
+    (project / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = run(["powerflow", "prepare"], project)
+    _assert_one_error(out, "unique", "family")
+    report = [w for w in out.stderr.split() if w.endswith(".json")]
+    assert report and (project / report[-1].strip(".,;:()'\"")).is_file() or any(
+        (project / "data" / "validation").glob("*.json"))
+    _nothing_written(project)
+
+
+def test_unreachable_tracking_server(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    project = _project(tmp_path, lambda p: p["tracking"].update(uri=uri))
+    out = run(["powerflow", "sweep", "--orchestrator", "none"], project, timeout=120)
+    _assert_one_error(out, uri)
+    _nothing_written(project)
+    assert not (project / "outputs" / "eval").exists()
