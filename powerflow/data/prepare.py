@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +86,7 @@ def prepare_prompts(
             "validation": summary,
             "config": dataclasses.asdict(cfg),
         }
+        manifest = json.loads(json.dumps(manifest))  # tuples -> lists: the returned dict equals the file
         write_json_atomic(manifest, tmp / MANIFEST_FILE)
     return PreparedData(out_dir, out_dir / PROMPTS_FILE, out_dir / ANSWERS_FILE, manifest)
 
@@ -150,7 +150,5 @@ def _plain(value):
 
 def _display_path(path: Path, root: Path) -> str:
     """path relative to the project root when inside it (the manifest stays machine-independent)."""
-    try:
-        return os.path.relpath(path.resolve(), root.resolve()) if path.resolve().is_relative_to(root.resolve()) else str(path)
-    except (OSError, ValueError):
-        return str(path)
+    path, root = path.resolve(), root.resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)

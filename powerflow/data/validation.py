@@ -182,7 +182,7 @@ def failure_message(summary: dict) -> str:
             if f["ids"]:
                 what += f" at id {_quote(f['ids'])}"
         else:
-            what += f": {_quote(f['unexpected'])}"
+            what += f": {_TABLE_FINDING.get(f['expectation'], 'observed')} {_quote(f['unexpected'])}"
         parts.append(what)
     return (
         f"prompt table failed validation, {len(summary['failed'])} of {summary['evaluated']} expectations: "
@@ -190,6 +190,14 @@ def failure_message(summary: dict) -> str:
         + f". Full report: {summary['report']}. Fix the prompt source or the data: section of params.yaml "
         "(columns, families, min/max_prompt_tokens), then rerun `dvc repro prepare`."
     )
+
+
+# How a table-level check's findings read in the message.
+_TABLE_FINDING = {
+    "expect_table_columns_to_match_set": "missing",
+    "expect_table_columns_to_exclude_set": "found",
+    "expect_table_row_count_to_be_between": "row count",
+}
 
 
 def _distinct(values) -> list:
