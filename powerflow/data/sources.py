@@ -71,8 +71,6 @@ def _file_table(path: Path) -> pd.DataFrame:
             # Strings throughout: ids like "007" keep their text, and numbers are never guessed.
             return pd.read_csv(path, dtype=str)
         return pd.read_parquet(path)
-    except DataSourceError:
-        raise
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
         raise DataSourceError(
             f"prompt file {path} could not be read as {suffix[1:]} ({_first_line(err)}): "
