@@ -73,7 +73,7 @@ def registered_model_name(cfg: TrackingConfig, base_model: str) -> str:
     if cfg.registered_model is not None:
         return cfg.registered_model
     name = base_model.rstrip("/\\")
-    if name.startswith(("/", ".", "~")) or os.sep in name and Path(name).is_dir():
+    if name.startswith(("/", ".", "~")) or (os.sep in name and Path(name).is_dir()):
         name = Path(name).name
     return "powerflow-" + (slug(name) or "model")
 

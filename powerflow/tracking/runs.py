@@ -63,16 +63,15 @@ def sweep_parent_run(experiment_id: str, sweep: str, tags: Mapping[str, str] | N
     from mlflow import MlflowClient
 
     client = MlflowClient()
+    tags = {key: str(value) for key, value in (tags or {}).items()}
     found = find_parent_runs(client, experiment_id, sweep)
     if found:
         run_id = found[0]
     else:
-        run = client.create_run(
-            experiment_id, run_name=sweep, tags={**(tags or {}), SWEEP_TAG: sweep, ROLE_TAG: "parent"}
-        )
+        run = client.create_run(experiment_id, run_name=sweep, tags={**tags, SWEEP_TAG: sweep, ROLE_TAG: "parent"})
         client.set_terminated(run.info.run_id, "FINISHED")
         run_id = keep_oldest_parent(client, experiment_id, sweep, run.info.run_id)
-    for key, value in (tags or {}).items():
+    for key, value in tags.items():
         client.set_tag(run_id, key, value)
     return run_id
 
@@ -80,9 +79,7 @@ def sweep_parent_run(experiment_id: str, sweep: str, tags: Mapping[str, str] | N
 def find_parent_runs(client, experiment_id: str, sweep: str) -> list[str]:
     """Ids of the active parent runs of `sweep`, oldest first."""
     runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{SWEEP_TAG}` = '{quote(sweep)}' AND tags.`{ROLE_TAG}` = 'parent'",
-        order_by=["attributes.start_time ASC"],
+        [experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{quote(sweep)}' AND tags.`{ROLE_TAG}` = 'parent'"
     )
     return [run.info.run_id for run in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))]
 
@@ -124,7 +121,8 @@ def start_child_run(
     run_tags = {ROLE_TAG: "child", PARENT_RUN_TAG: parent_run_id}
     if SWEEP_TAG in parent.data.tags:
         run_tags[SWEEP_TAG] = parent.data.tags[SWEEP_TAG]
-    run = client.create_run(experiment_id, run_name=run_name, tags={**run_tags, **tags})
+    run_tags.update({key: str(value) for key, value in tags.items()})
+    run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
     run_id = run.info.run_id
     try:
         items = [Param(key, value) for key, value in flatten_params(params).items()]

@@ -134,8 +134,11 @@ def probe_server(uri: str, timeout_s: float) -> None:
     import requests
 
     health = uri.rstrip("/") + "/health"
+    # The same TLS settings as MLflow's client: a custom CA bundle, or no verification if asked.
+    insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true"
+    verify = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or not insecure
     try:
-        response = requests.get(health, timeout=timeout_s)
+        response = requests.get(health, timeout=timeout_s, verify=verify)
     except requests.RequestException as err:
         raise TrackingUnavailableError(
             f"MLflow tracking server {uri} is unreachable ({type(err).__name__} within {timeout_s:g} s): start it "

@@ -14,15 +14,14 @@ import torch
 from powerflow.config import UserError
 from powerflow.tracking import (
     CHECKPOINT_SHA_TAG,
-    MlflowStepLogger,
-    ModelVersionNotFoundError,
     ROLE_TAG,
     SWEEP_TAG,
+    MlflowStepLogger,
+    ModelVersionNotFoundError,
     TrackingConfig,
     TrackingUnavailableError,
     connect,
     download_checkpoint,
-    load_policy,
     log_artifacts,
     log_metrics,
     register_checkpoint,
@@ -242,7 +241,6 @@ def test_alias_is_set_moved_and_resolved(store, checkpoint, child_run, tmp_path)
         resolve_version("runs:/abc/model")
 
 
-@pytest.mark.slow
 def test_registered_version_loads_and_generates_in_a_fresh_process(store, checkpoint, child_run):
     version = register_checkpoint(child_run, checkpoint, "powerflow-test-load", VERSION_TAGS)
     set_alias(version.name, "best-reasoning", version.version)
@@ -261,7 +259,7 @@ print(json.dumps({"sampled": sampled, "frame": frame, "greedy": greedy, "load_s"
                   "code_imported_as_module": "powerflow.tracking.policy_model" in sys.modules}))
 """
     out = subprocess.run([sys.executable, "-c", script, f"models:/{version.name}@best-reasoning"],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                         check=False, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"load_policy in a fresh process: {result['load_s']:.2f} s")
