@@ -436,7 +436,9 @@ def close_training_run(cfg: PipelineConfig, alpha: str, objective: str, run_id: 
     name = run_name(alpha, objective)
     out = layout_of(cfg).train_outputs(name)
     metrics = json.loads((out / "metrics.json").read_text())
-    tracking.log_metrics(run_id, {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+    curves = {f"train/{k}" for k in HISTORY_KEYS}  # already logged step by step during training
+    final = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k not in curves}
+    tracking.log_metrics(run_id, final, step=int(metrics.get("train/steps", 0)))
     tracking.log_artifacts(run_id, layout_of(cfg).policy(name) / "powerflow_config.json", "config")
     tracking.log_artifacts(run_id, out / "history.csv", "training")
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up the project's own virtual environment (first run only) and run one job in it.
-#   scripts/dev.sh main   -> the main job (exact verification sweep; prints its table)
+#   scripts/dev.sh main   -> the main job: the default α sweep end to end (`powerflow sweep`: a local
+#                            Prefect server, `dvc repro report`, the table, the MLflow UI command)
 #   scripts/dev.sh test   -> the whole test suite
-# Any further arguments are passed on (to pytest for `test`, to `powerflow verify-exact` for `main`).
+# Any further arguments are passed on (to pytest for `test`, to `powerflow sweep` for `main`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +32,7 @@ export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 DVC_NO_ANALYTICS=1 \
 job="${1:-}"
 shift || true
 case "$job" in
-  main) exec "$VENV/bin/powerflow" verify-exact "$@" ;;
+  main) PATH="$(cd "$VENV" && pwd)/bin:$PATH" exec "$VENV/bin/powerflow" sweep "$@" ;;
   test) exec "$VENV/bin/python" -m pytest "$@" ;;
   *) echo "usage: scripts/dev.sh main|test [args...]" >&2; exit 2 ;;
 esac
