@@ -164,6 +164,8 @@ class PretrainConfig:
                 f"{section}.num_heads={self.num_heads} must divide hidden_size={self.hidden_size} into an even head "
                 "size (rotary embeddings): e.g. hidden_size 128 with 4 heads."
             )
+        if self.n_documents < self.batch_size:
+            raise ConfigError(f"{section}.n_documents={self.n_documents} is below batch_size={self.batch_size}: raise it.")
         if self.warmup_steps < 0 or self.warmup_steps >= self.steps:
             raise ConfigError(f"{section}.warmup_steps={self.warmup_steps}: must be in [0, steps).")
         if self.weight_decay < 0 or self.num_threads < 0:
