@@ -30,6 +30,7 @@ def _set_offline_defaults() -> None:
         "DVC_NO_ANALYTICS": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "GX_ANALYTICS_ENABLED": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
     }.items():
         os.environ.setdefault(key, value)
 

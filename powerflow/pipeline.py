@@ -471,8 +471,9 @@ def register_policy(cfg: PipelineConfig, alpha: str, objective: str) -> dict:
     tags = run_tags(cfg, value, objective, manifest.get("prompts_sha256", ""))
     version = tracking.register_checkpoint(training_run_id(cfg, name), checkpoint, model_name, tags)
     record = asdict(version) | {"alpha": value, "objective": objective, "run": name}
+    created = record.pop("created")  # kept out of the file: registering again must not change it
     write_json_atomic(record, lay.registration(name))
-    return record
+    return record | {"created": created}
 
 
 # -------------------------------------------------------------------------------- evaluate

@@ -75,8 +75,15 @@ def test_each_checkpoint_is_registered_with_tags_and_aliases(project, client):
     assert set(by_alpha) == {"0.5", "2"}
     for v in versions:
         assert {"objective", "base_model", "prompts_sha256", "git_commit", "params_sha256"} <= set(v.tags)
-    model = client.get_registered_model("powerflow-world")
-    assert set(model.aliases) == {"best-reasoning", "best-diversity"}
+    # The report picks the runs; an alias points at each pick (a role with no eligible run has none).
+    best = json.loads((project / "outputs" / "report" / "summary.json").read_text())["best"]
+    assert best["reasoning"] in {"alpha-0.5-la_tb", "alpha-2.0-la_tb"}
+    expected = {f"best-{role}": name for role, name in best.items() if name}
+    aliases = client.get_registered_model("powerflow-world").aliases
+    assert set(aliases) == set(expected)
+    for alias, name in expected.items():
+        registered = json.loads((project / "outputs" / "register" / f"{name}.json").read_text())
+        assert str(aliases[alias]) == str(registered["version"])
 
 
 def test_registering_again_creates_no_new_version(project, client):
@@ -90,8 +97,9 @@ def test_registered_version_loads_back_and_generates(project):
     from powerflow.tracking import load_policy
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    prompt = json.loads((project / "data" / "prepared" / "prompts.jsonl").read_text().splitlines()[0])["prompt"]
     policy = load_policy("models:/powerflow-world@best-reasoning")
-    (text,) = policy.predict(["Q 1 + 2 + 3 ="], params={"max_new_tokens": 8, "do_sample": False})
+    (text,) = policy.predict([prompt], params={"max_new_tokens": 8, "do_sample": False})
     assert isinstance(text, str) and text
 
 
