@@ -59,7 +59,9 @@ def make_project(path: Path, alphas=(0.5, 2.0), git: bool = True) -> Path:
     for name in ("dvc.yaml", "prefect.yaml", ".gitignore"):
         shutil.copy(ROOT / name, path / name)
     # DVC hashes these as stage dependencies; the commands run the installed package.
-    shutil.copytree(ROOT / "powerflow", path / "powerflow", ignore=shutil.ignore_patterns("__pycache__"))
+    # and Prefect deployments load flows/ by path (entrypoints in prefect.yaml).
+    for package in ("powerflow", "tasks", "flows"):
+        shutil.copytree(ROOT / package, path / package, ignore=shutil.ignore_patterns("__pycache__"))
     (path / "params.yaml").write_text(yaml.safe_dump(tiny_params(alphas), sort_keys=False))
     if git:
         env = env_for(path)
