@@ -46,6 +46,7 @@ def env_for(project: Path, **extra: str) -> dict[str, str]:
         "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "GX_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "2",
         "PREFECT_HOME": str(project / ".prefect"), "POWERFLOW_ORCHESTRATOR": "none",
+        "PWD": str(project),  # a shell sets it on `cd`; prefect.yaml's pull step reads it at deploy time
         "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
         "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
     })
