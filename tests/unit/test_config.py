@@ -77,3 +77,55 @@ def test_repository_params_file_loads():
 
     cfg = load_exact_config(Path(__file__).resolve().parents[2] / "params.yaml")
     assert cfg.alphas and all(a > 0 for a in cfg.alphas)
+
+
+# ------------------------------------------------------------------------- pipeline sections
+def _pipeline_params(tmp_path, edit=None):
+    from pathlib import Path
+
+    import yaml
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    if edit:
+        edit(params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_repository_params_load_as_a_pipeline_config(tmp_path):
+    from powerflow.config import load_pipeline_config
+
+    cfg = load_pipeline_config(_pipeline_params(tmp_path))
+    assert cfg.project_root == tmp_path.resolve()
+    assert 1.0 in cfg.sweep.alphas and all(a > 0 for a in cfg.sweep.alphas)
+    assert cfg.model.is_world and cfg.data.source == "world"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p.pop("sweep"), r"no `sweep:` section"),
+    (lambda p: p["sweep"].pop("objectives"), r"sweep\.objectives"),
+    (lambda p: p["sweep"].update(alphas=[2.0, 0]), r"sweep\.alphas: α = 0\.0 is not allowed"),
+    (lambda p: p["sweep"].update(alphas=[2.0, 2.0]), r"repeats"),
+    (lambda p: p["sweep"].update(objectives=["dpo"]), r"sweep\.objectives contains 'dpo'"),
+    (lambda p: p["train"].update(num_generations=1), r"train\.num_generations"),
+    (lambda p: p["train"].update(lr=1), r"train\.lr"),
+    (lambda p: p.update(trian={}), r"unknown section\(s\) trian"),
+    (lambda p: p["model"].update(trust_remote_code="yes"), r"model\.trust_remote_code must be true or false"),
+])
+def test_pipeline_params_errors_name_the_key(tmp_path, edit, message):
+    from powerflow.config import load_pipeline_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_pipeline_config(_pipeline_params(tmp_path, edit))
+
+
+def test_alpha_labels_match_what_dvc_renders():
+    from powerflow.config import UserError
+    from powerflow.pipeline import alpha_label, run_name
+
+    assert alpha_label("4.0") == "4.0" and alpha_label(4) == "4.0" and alpha_label(0.5) == "0.5"
+    assert run_name("2.0", "tb") == "alpha-2.0-tb"
+    for bad in ("0", "-1", "nan", "inf", "four"):
+        with pytest.raises(UserError, match="--alpha"):
+            alpha_label(bad)
