@@ -1,6 +1,6 @@
 """Pretrain the world's base model on the teacher corpus (plain torch, seeded, CPU-deterministic).
 
-The base is a small Llama causal LM built from a config (about 1.4 M parameters at the default
+The base is a small Llama causal LM built from a config (about 1.1 M parameters at the default
 `PretrainConfig`) and trained by maximum likelihood on `teacher_corpus` documents, each followed
 by EOS. It learns the teacher's distribution, including the "guess or work" fork of the reasoning
 family and the skew of the open-ended family, which is what the power-distribution fine-tuning
@@ -29,9 +29,6 @@ from powerflow.world.tokenizer import build_tokenizer
 # Longest teacher completion is 16 tokens with EOS (3 operands); the default generation length
 # leaves room for that and for a policy that rambles a little (4 operands need 22).
 DEFAULT_MAX_NEW_TOKENS = 24
-# Batches per pool that the length bucketing sorts together: large enough that most batches hold
-# documents of one length, small enough that consecutive epochs still mix differently.
-BUCKET_POOL = 32
 # Longest document: 12 prompt tokens + 22 completion tokens + EOS < 64 positions.
 MAX_POSITIONS = 64
 
@@ -55,7 +52,10 @@ def build_base_model(vocab_size: int, cfg: PretrainConfig, eos_token_id: int, pa
         num_attention_heads=cfg.num_heads,
         num_key_value_heads=cfg.num_heads,
         max_position_embeddings=MAX_POSITIONS,
-        tie_word_embeddings=True,
+        # Untied: the output embedding of an answer is then free to differ from its input embedding,
+        # which measured a little less mass on other categories' answers (exact α=0.5 validity 0.635
+        # against 0.604 after 1000 steps).
+        tie_word_embeddings=False,
         bos_token_id=None,
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
@@ -84,8 +84,15 @@ def encode_documents(tokenizer, documents: list[str]):
     return ids, mask
 
 
-def language_model_loss(model, ids, mask):
-    """Mean next-token negative log-likelihood over real tokens: −(1/Σm) Σ_t m_t log p(x_t | x_<t)."""
+def language_model_loss(model, ids, mask, tokens_per_document: float):
+    """Negative log-likelihood of the batch's documents per corpus token.
+
+        L = −(1 / (B · n̄)) Σ_i Σ_t m_it log p(x_it | x_i,<t)
+
+    with n̄ the corpus mean of predicted tokens per document, a constant: each document weighs its
+    whole sequence's log-likelihood whatever batch it lands in. (A per-batch token mean would
+    up-weight the documents of batches that happen to be short, e.g. over-count "guess" openings.)
+    """
     import torch
 
     width = int(mask.sum(-1).max())  # trim the batch to its longest document
@@ -93,7 +100,7 @@ def language_model_loss(model, ids, mask):
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
     targets, weights = ids[:, 1:], mask[:, 1:].float()
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-    return (nll * weights).sum() / weights.sum()
+    return (nll * weights).sum() / (len(ids) * tokens_per_document)
 
 
 def learning_rate_at(step: int, cfg: PretrainConfig) -> float:
@@ -124,10 +131,11 @@ def pretrain_base(
         tokenizer = build_tokenizer(world)
         ids, mask = encode_documents(tokenizer, teacher_corpus(world, cfg.n_documents, seed=cfg.seed))
         model = build_base_model(len(tokenizer), cfg, tokenizer.eos_token_id, tokenizer.pad_token_id)
+        tokens_per_document = float((mask.sum(-1) - 1).float().mean())
         n_parameters = sum(p.numel() for p in model.parameters())
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         order = torch.Generator().manual_seed(cfg.seed)
-        batches = length_bucketed_batches(mask.sum(-1), cfg.batch_size, cfg.steps, order)
+        batches = shuffled_batches(len(ids), cfg.batch_size, cfg.steps, order)
         losses, tokens_seen = [], 0
         report_every = max(1, cfg.steps // 20)
         model.train()
@@ -135,7 +143,7 @@ def pretrain_base(
         for step, index in enumerate(batches):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate_at(step, cfg)
-            loss = language_model_loss(model, ids[index], mask[index])
+            loss = language_model_loss(model, ids[index], mask[index], tokens_per_document)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -167,25 +175,17 @@ def pretrain_base(
     }
 
 
-def length_bucketed_batches(lengths, batch_size: int, steps: int, generator) -> list:
-    """`steps` batches of document indices, each batch of documents of similar length.
+def shuffled_batches(n: int, batch_size: int, steps: int, generator) -> list:
+    """`steps` batches of document indices: epochs of seeded permutations, cut into full batches.
 
-    Per epoch: a seeded permutation, cut into pools of BUCKET_POOL batches; each pool is sorted by
-    length and cut into batches; all batches of the epoch are then shuffled. A batch is padded to
-    its longest document only, so short open-ended and guess documents stop paying for the width
-    of worked solutions (about 1.6x fewer token slots than mixed batches on the default world).
+    Batches mix the families and lengths (padded to the batch's longest document). Batches sorted
+    by length would save about a quarter of the token slots, but measured worse: after 1500 steps
+    the worked-path accuracy was 0.71 against 1.0 with mixed batches.
     """
     import torch
 
-    n = len(lengths)
     batches: list = []
     while len(batches) < steps:
         perm = torch.randperm(n, generator=generator)
-        epoch = []
-        pool = batch_size * BUCKET_POOL
-        for start in range(0, n - batch_size + 1, pool):
-            chunk = perm[start : start + pool]
-            chunk = chunk[torch.sort(lengths[chunk], stable=True).indices]
-            epoch += [chunk[i : i + batch_size] for i in range(0, len(chunk) - batch_size + 1, batch_size)]
-        batches += [epoch[i] for i in torch.randperm(len(epoch), generator=generator).tolist()]
+        batches += list(perm[: n - n % batch_size].view(-1, batch_size))
     return batches[:steps]

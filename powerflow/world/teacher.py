@@ -3,16 +3,17 @@
 Two prompt families (DESIGN.md section 3):
 
 reasoning — "Q 3 + 5 + 2 =". The teacher either
-  * guesses (probability p_guess):   "guess answer 12"   where 12 = true sum + a nonzero offset,
-    so a guess is never right and guesses scatter over len(guess_offsets) answers; or
+  * guesses (probability p_guess):   "guess answer 13"   where 13 = true sum + a nonzero offset
+    (±2..±4), so a guess is never right and guesses scatter over len(guess_offsets) answers; or
   * works (probability 1 − p_guess): "work 3 + 5 = 8 , 8 + 2 = 10 , answer 10", each step right
     with probability 1 − step_error (a wrong step is off by a small offset and the error propagates,
     because later steps add correctly to the wrong partial sum).
   So the likeliest first token is "guess" (greedy / low temperature go wrong), while the likeliest
   complete sequence is the correct worked solution:
-      p(correct work) = (1 − p_guess)(1 − step_error)^(n_operands−1) ≈ 0.45 · 0.94 = 0.42
-      p(one guess)    = p_guess / len(guess_offsets)                 ≈ 0.55 / 6   = 0.09
-  Sampling at T = 1 is right with probability ≈ 0.42; p^α with α > 1 moves mass onto the 0.42.
+      p(correct work) = (1 − p_guess)(1 − step_error)^(n_operands−1) ≈ 0.4 · 0.94 = 0.376
+      p(one guess)    = p_guess / len(guess_offsets)                 ≈ 0.6 / 6    = 0.1
+  Sampling at T = 1 is right with probability ≈ 0.38; p^α with α > 1 moves mass onto the 0.376
+  (at α = 4 the correct worked solution holds ≈ 0.376⁴ / (0.376⁴ + 6 · 0.1⁴ + ...) ≈ 0.97).
   Every completion ends in the fixed format "answer N" (see powerflow.world.grading).
 
 open_ended — "name a fruit :" and paraphrases. The teacher answers one word: a valid answer of the
