@@ -3,12 +3,14 @@
 The slow tests pretrain the default base once (module fixture) and check, with real generation on
 the eval prompts, the property the world exists for: greedy decoding goes the wrong way (it opens
 with "guess") while the likeliest complete sequence is the right worked solution; and on the
-open-ended prompts, p^α with α < 1 (importance resampling of base samples) covers more valid answers.
+open-ended prompts, p^α with α < 1 (importance resampling of base samples) covers more valid answers
+while α = 0.5 also shows the cost of flattening: it amplifies the base's junk tail.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -150,24 +152,42 @@ def test_greedy_is_wrong_where_the_likeliest_sequence_is_right(base):
     assert sum(worked) / len(worked) > 0.85  # the base can do the arithmetic when it works
 
 
+def expected_valid_coverage(dist: dict[str, float], valid: set[str], k: int) -> float:
+    """E[distinct valid answers among k i.i.d. draws from dist] = Σ_{y valid} 1 − (1 − dist(y))^k."""
+    return sum(1 - (1 - q) ** k for y, q in dist.items() if y in valid)
+
+
 @pytest.mark.slow
-def test_power_half_covers_more_valid_open_answers_than_plain_samples(base):
+def test_power_below_one_covers_more_valid_open_answers_than_plain_samples(base):
+    """Self-normalised importance resampling of a pool of base samples toward p^α, α < 1.
+
+    q_α(y) ∝ Σ_{i: y_i = y} p(y_i)^(α−1) over the pool; coverage = expected distinct valid answers in
+    k draws (computed, not drawn, so no resampling noise). α = 0.75 flattens the valid answers and
+    keeps validity high. α = 0.5 flattens further but also amplifies the base's junk tail (single
+    junk tokens at 1e-5..1e-4: other categories' answers, numbers): its validity is lower and
+    depends on the pool, tending to the full-sequence p^0.5's (measured on the default base: 0.60
+    at 512 samples per prompt, 0.52 at 4096, where α = 0.75 keeps 0.89).
+    """
     model, tokenizer, _ = base
     rows = eval_rows("open_ended")
-    pool, k, alpha = 256, 32, 0.5
+    pool, k = 512, 16
     batch, samples = generate(model, tokenizer, [r["prompt"] for r in rows], pool, sample=True)
     logp = completion_logprob(model, batch, samples, tokenizer.eos_token_id).view(len(rows), pool)
     texts = tokenizer.batch_decode(samples, skip_special_tokens=True)
-    generator = torch.Generator().manual_seed(0)
-    plain_cover, power_cover, power_valid = [], [], []
-    for i, row in enumerate(rows):
-        grades = [grade("open_ended", row["answer"], t) for t in texts[i * pool:(i + 1) * pool]]
-        # Self-normalised importance resampling toward p^α: weights p^α / p = p^(α−1).
-        weights = torch.softmax((alpha - 1) * logp[i], 0)
-        picked = torch.multinomial(weights, k, replacement=True, generator=generator).tolist()
-        plain_cover.append(len({g.extracted for g in grades[:k] if g.valid}))
-        power_cover.append(len({grades[j].extracted for j in picked if grades[j].valid}))
-        power_valid.append(sum(grades[j].valid for j in picked) / k)
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    assert mean(power_cover) > mean(plain_cover) + 0.5
-    assert mean(power_valid) > 0.6
+    cover, validity = {}, {}
+    for alpha in (1.0, 0.75, 0.5):
+        covers, valids = [], []
+        for i, row in enumerate(rows):
+            answers = [grade("open_ended", row["answer"], t).extracted for t in texts[i * pool:(i + 1) * pool]]
+            valid = {a for a in answers if grade("open_ended", row["answer"], a or "").valid}
+            weights = torch.softmax((alpha - 1) * logp[i], 0).tolist()  # p^α / p = p^(α−1), normalised
+            q = Counter()
+            for answer, w in zip(answers, weights):
+                q[answer] += w
+            covers.append(expected_valid_coverage(q, valid, k))
+            valids.append(sum(q[a] for a in valid))
+        cover[alpha], validity[alpha] = sum(covers) / len(rows), sum(valids) / len(rows)
+    assert validity[1.0] > 0.9
+    assert cover[0.75] > cover[1.0] + 0.3  # measured 6.5 against 5.9 (teacher-exact: 6.7, 5.9)
+    assert validity[0.75] > 0.8
+    assert validity[1.0] > validity[0.75] > validity[0.5]  # α < 1 moves mass into the (junk) tail
