@@ -16,6 +16,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publishable(path: Path, directory: bool = False) -> None:
+    """Give a temporary file/dir the permissions a plain open()/mkdir() would have (mkstemp uses 0600)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def write_json_atomic(data: dict, path: str | Path) -> Path:
     """Write JSON to a temporary file beside `path`, then rename: readers never see half a file."""
     path = Path(path)
@@ -25,6 +36,7 @@ def write_json_atomic(data: dict, path: str | Path) -> Path:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, sort_keys=True, default=float)
             f.write("\n")
+        _publishable(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -40,6 +52,7 @@ def write_text_atomic(text: str, path: str | Path) -> Path:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        _publishable(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -58,6 +71,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
+        _publishable(tmp, directory=True)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
