@@ -28,20 +28,8 @@ def _publishable(path: Path, directory: bool = False) -> None:
 
 
 def write_json_atomic(data: dict, path: str | Path) -> Path:
-    """Write JSON to a temporary file beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True, default=float)
-            f.write("\n")
-        _publishable(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write JSON (sorted keys, indented) atomically: readers never see half a file."""
+    return write_text_atomic(json.dumps(data, indent=2, sort_keys=True, default=float) + "\n", path)
 
 
 def write_text_atomic(text: str, path: str | Path) -> Path:

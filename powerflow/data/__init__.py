@@ -13,7 +13,7 @@ Names are imported lazily: `import powerflow.data` pulls in neither pandas nor g
 
 from __future__ import annotations
 
-import importlib
+from powerflow._lazy import lazy_exports
 
 _EXPORTS = {
     "DataConfig": "powerflow.data.config",
@@ -34,11 +34,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'powerflow.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports("powerflow.data", _EXPORTS)

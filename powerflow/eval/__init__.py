@@ -11,23 +11,20 @@ importing the package alone loads nothing heavy.
 
 from __future__ import annotations
 
-import importlib
+from powerflow._lazy import lazy_exports
 
 _EXPORTS = {
-    "EvalConfig": "config",
-    "Completion": "generation",
-    "generate_completions": "generation",
-    "evaluate_model": "evaluate",
-    "pass_at_k": "metrics",
-    "mean_and_standard_error": "metrics",
-    "coverage": "metrics",
-    "kl_to_uniform": "metrics",
-    "distinct_n": "metrics",
+    "EvalConfig": "powerflow.eval.config",
+    "Completion": "powerflow.eval.generation",
+    "generate_completions": "powerflow.eval.generation",
+    "evaluate_model": "powerflow.eval.evaluate",
+    "pass_at_k": "powerflow.eval.metrics",
+    "mean_and_standard_error": "powerflow.eval.metrics",
+    "coverage": "powerflow.eval.metrics",
+    "kl_to_uniform": "powerflow.eval.metrics",
+    "distinct_n": "powerflow.eval.metrics",
 }
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"powerflow.eval.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'powerflow.eval' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports("powerflow.eval", _EXPORTS)

@@ -10,7 +10,7 @@ Names are imported lazily, so `import powerflow.world` pulls in neither torch no
 
 from __future__ import annotations
 
-import importlib
+from powerflow._lazy import lazy_exports
 
 _EXPORTS = {
     "WorldConfig": "powerflow.world.config",
@@ -25,7 +25,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'powerflow.world' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports("powerflow.world", _EXPORTS)
