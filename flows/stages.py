@@ -1,7 +1,8 @@
 """One Prefect flow per pipeline stage; the DVC stages reach them through the `powerflow` CLI.
 
-Each flow loads params.yaml (validated) and chains the tasks of its stage. The sweep flow
-(flows/pipeline.py) calls these as subflows, so no chain is written twice.
+Each flow loads params.yaml (validated) and runs its stage with every step as a Prefect task: the
+chains themselves are powerflow.pipeline's (`train_member`, ...), given `step=steps.as_task`. The
+sweep flow (flows/pipeline.py) calls these as subflows, so no chain is written twice.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from prefect import flow
 
+from powerflow import pipeline
 from powerflow.config import PipelineConfig, load_pipeline_config
 from tasks import steps
 
@@ -40,11 +42,7 @@ def base_flow(params: str = "params.yaml") -> dict:
 @flow(name="train")
 def train_flow(alpha: float | str, objective: str = "la_tb", params: str = "params.yaml") -> dict:
     """Fine-tune one policy toward p_base^α, logging to its MLflow child run."""
-    cfg = load_config(params)
-    run_id = steps.open_training_run(cfg, alpha, objective)
-    summary = steps.train_policy(cfg, alpha, objective, run_id=run_id)
-    steps.close_training_run(cfg, alpha, objective, run_id)
-    return summary
+    return pipeline.train_member(load_config(params), alpha, objective, step=steps.as_task)
 
 
 @flow(name="register")
@@ -56,10 +54,7 @@ def register_flow(alpha: float | str, objective: str = "la_tb", params: str = "p
 @flow(name="evaluate")
 def evaluate_flow(run: str, params: str = "params.yaml") -> dict:
     """Evaluate the base model (run="base") or a sweep member's registered version."""
-    cfg = load_config(params)
-    metrics = steps.evaluate_target(cfg, run)
-    steps.record_evaluation(cfg, run)
-    return metrics
+    return pipeline.evaluate_member(load_config(params), run, step=steps.as_task)
 
 
 @flow(name="evaluate-registered")
@@ -72,8 +67,4 @@ def evaluate_registered_flow(model_uri: str, params: str = "params.yaml") -> dic
 def report_flow(params: str = "params.yaml", alphas: list[float] | None = None,
                 objectives: list[str] | None = None, notes: list[str] | None = None) -> dict:
     """Compare the sweep: Markdown report and plots, registry aliases, report logged to the parent run."""
-    cfg = load_config(params, alphas, objectives)
-    result = steps.write_sweep_report(cfg, notes or [])
-    result["aliases"] = steps.set_registry_aliases(cfg)
-    steps.record_report(cfg)
-    return result
+    return pipeline.report_sweep(load_config(params, alphas, objectives), notes or [], step=steps.as_task)

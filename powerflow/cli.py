@@ -117,17 +117,12 @@ def run_stage(args: argparse.Namespace, stage: str, direct, flow_name: str, **kw
     return result
 
 
-def _measured(fn):
-    from powerflow.timing import measured
-
-    return measured(fn)
-
-
 def cmd_prepare(args):
     """Load the prompt source, validate it with Great Expectations, write data/prepared/."""
     from powerflow import pipeline
+    from powerflow.timing import measured
 
-    manifest = run_stage(args, "prepare", _measured(pipeline.prepare_prompts), "prepare_flow")
+    manifest = run_stage(args, "prepare", measured(pipeline.prepare_prompts), "prepare_flow")
     print(f"prepared prompts: {json.dumps(manifest.get('rows', {}))}, sha256 {manifest.get('prompts_sha256', '')[:12]}")
     return 0
 
@@ -135,8 +130,9 @@ def cmd_prepare(args):
 def cmd_pretrain(args):
     """Pretrain the embedded world's base model into models/base/ (skipped for hub/local models)."""
     from powerflow import pipeline
+    from powerflow.timing import measured
 
-    metrics = run_stage(args, "base", _measured(pipeline.pretrain_base), "base_flow")
+    metrics = run_stage(args, "base", measured(pipeline.pretrain_base), "base_flow")
     print(json.dumps(metrics, indent=1, default=str))
     return 0
 
@@ -144,16 +140,11 @@ def cmd_pretrain(args):
 def cmd_train(args):
     """Fine-tune one policy toward p_base^alpha and log it to MLflow."""
     from powerflow import pipeline
+    from powerflow.timing import measured
 
     alpha = pipeline.alpha_label(args.alpha)
-
-    def direct(cfg):
-        run_id = _measured(pipeline.open_training_run)(cfg, alpha, args.objective)
-        summary = _measured(pipeline.train_policy)(cfg, alpha, args.objective, run_id=run_id)
-        _measured(pipeline.close_training_run)(cfg, alpha, args.objective, run_id)
-        return summary
-
-    summary = run_stage(args, "train", direct, "train_flow", alpha=alpha, objective=args.objective)
+    summary = run_stage(args, "train", lambda cfg: pipeline.train_member(cfg, alpha, args.objective, step=measured),
+                        "train_flow", alpha=alpha, objective=args.objective)
     print(json.dumps(summary, indent=1, default=str))
     return 0
 
@@ -161,10 +152,10 @@ def cmd_train(args):
 def cmd_register(args):
     """Register a trained policy in the MLflow Model Registry (idempotent)."""
     from powerflow import pipeline
+    from powerflow.timing import measured
 
     alpha = pipeline.alpha_label(args.alpha)
-    record = run_stage(args, "register",
-                       lambda cfg: _measured(pipeline.register_policy)(cfg, alpha, args.objective),
+    record = run_stage(args, "register", lambda cfg: measured(pipeline.register_policy)(cfg, alpha, args.objective),
                        "register_flow", alpha=alpha, objective=args.objective)
     print(f"registered {record['name']} version {record['version']} ({'new' if record['created'] else 'existing'})")
     return 0
@@ -173,18 +164,15 @@ def cmd_register(args):
 def cmd_evaluate(args):
     """Evaluate the base model (--run base), a sweep member (--run alpha-4.0-la_tb) or --model-uri."""
     from powerflow import pipeline
+    from powerflow.timing import measured
 
     if args.model_uri:
         metrics = run_stage(args, "evaluate-registered",
-                            lambda cfg: _measured(pipeline.evaluate_registered)(cfg, args.model_uri),
+                            lambda cfg: measured(pipeline.evaluate_registered)(cfg, args.model_uri),
                             "evaluate_registered_flow", model_uri=args.model_uri)
     else:
-        def direct(cfg):
-            result = _measured(pipeline.evaluate_target)(cfg, args.run)
-            _measured(pipeline.record_evaluation)(cfg, args.run)
-            return result
-
-        metrics = run_stage(args, "evaluate", direct, "evaluate_flow", run=args.run)
+        metrics = run_stage(args, "evaluate", lambda cfg: pipeline.evaluate_member(cfg, args.run, step=measured),
+                            "evaluate_flow", run=args.run)
     print(json.dumps(metrics, indent=1, sort_keys=True, default=str))
     return 0
 
@@ -192,14 +180,9 @@ def cmd_evaluate(args):
 def cmd_report(args):
     """Compare the sweep: report.md, plots, registry aliases; log it to the sweep's parent run."""
     from powerflow import pipeline
+    from powerflow.timing import measured
 
-    def direct(cfg):
-        result = _measured(pipeline.write_sweep_report)(cfg)
-        result["aliases"] = _measured(pipeline.set_registry_aliases)(cfg)
-        _measured(pipeline.record_report)(cfg)
-        return result
-
-    result = run_stage(args, "report", direct, "report_flow")
+    result = run_stage(args, "report", lambda cfg: pipeline.report_sweep(cfg, step=measured), "report_flow")
     print(f"wrote {result['report']}; aliases: {json.dumps(result['aliases'])}")
     return 0
 

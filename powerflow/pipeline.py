@@ -8,7 +8,9 @@ leaves the previous outputs (or none) and never half of one.
 
 Steps that talk to the tracking server (`open_training_run`, `close_training_run`,
 `record_evaluation`, `register_policy`, `set_registry_aliases`) are separate from the compute
-steps so an orchestrator can retry them alone.
+steps so an orchestrator can retry them alone. The stages that chain several steps
+(`train_member`, `evaluate_member`, `report_sweep`) take a `step` wrapper: the CLI passes a timer,
+the Prefect flows pass "the task of this step", so each chain is written once.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,15 @@ BASE_RUN = "base"
 # The lines of a training log that become curves (DVC plots, MLflow step metrics).
 HISTORY_KEYS = ("loss", "powerflow/log_z", "powerflow/residual_var", "powerflow/completion_length",
                 "powerflow/log_p_base_per_token", "powerflow/clip_fraction", "powerflow/truncated_fraction")
+
+
+# Wraps one step function (identity, a timer, the step's Prefect task) before a stage calls it.
+Step = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def as_is(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The identity `Step`: call the library function itself."""
+    return fn
 
 
 class MissingInputError(UserError):
@@ -443,11 +455,11 @@ def close_training_run(cfg: PipelineConfig, alpha: str, objective: str, run_id: 
     tracking.log_artifacts(run_id, out / "history.csv", "training")
 
 
-def train_member(cfg: PipelineConfig, alpha: str, objective: str) -> dict:
+def train_member(cfg: PipelineConfig, alpha: str, objective: str, step: Step = as_is) -> dict:
     """The whole `train` stage for one (α, objective): open the run, train, close the run."""
-    run_id = open_training_run(cfg, alpha, objective)
-    summary = train_policy(cfg, alpha, objective, run_id=run_id)
-    close_training_run(cfg, alpha, objective, run_id)
+    run_id = step(open_training_run)(cfg, alpha, objective)
+    summary = step(train_policy)(cfg, alpha, objective, run_id=run_id)
+    step(close_training_run)(cfg, alpha, objective, run_id)
     return summary
 
 
@@ -559,10 +571,10 @@ def record_evaluation(cfg: PipelineConfig, name: str) -> str:
     return run_id
 
 
-def evaluate_member(cfg: PipelineConfig, name: str) -> dict:
+def evaluate_member(cfg: PipelineConfig, name: str, step: Step = as_is) -> dict:
     """The whole `evaluate` stage for one run: evaluate, then log to MLflow."""
-    metrics = evaluate_target(cfg, name)
-    record_evaluation(cfg, name)
+    metrics = step(evaluate_target)(cfg, name)
+    step(record_evaluation)(cfg, name)
     return metrics
 
 
@@ -644,10 +656,10 @@ def record_report(cfg: PipelineConfig) -> None:
     tracking.log_artifacts(sweep_parent(cfg, experiment_id), layout_of(cfg).report, "report")
 
 
-def report_sweep(cfg: PipelineConfig, orchestration: list[str] = ()) -> dict:
+def report_sweep(cfg: PipelineConfig, orchestration: list[str] = (), step: Step = as_is) -> dict:
     """The whole `report` stage: write the report, set the aliases, log it to the parent run."""
-    result = write_sweep_report(cfg, orchestration)
-    result["aliases"] = set_registry_aliases(cfg)
-    record_report(cfg)
+    result = step(write_sweep_report)(cfg, list(orchestration))
+    result["aliases"] = step(set_registry_aliases)(cfg)
+    step(record_report)(cfg)
     return result
 

@@ -28,13 +28,23 @@ def retry_unless_user_error(task_, task_run, state) -> bool:
     return False
 
 
+_TASK_OF: dict = {}  # library step function -> its task
+
+
 def _compute(fn, name: str):
-    return task(name=name, cache_policy=NO_CACHE, persist_result=False)(measured(fn))
+    _TASK_OF[fn] = task(name=name, cache_policy=NO_CACHE, persist_result=False)(measured(fn))
+    return _TASK_OF[fn]
 
 
 def _tracking(fn, name: str):
-    return task(name=name, cache_policy=NO_CACHE, persist_result=False, retries=3,
-                retry_delay_seconds=[2, 5, 10], retry_condition_fn=retry_unless_user_error)(measured(fn))
+    _TASK_OF[fn] = task(name=name, cache_policy=NO_CACHE, persist_result=False, retries=3,
+                        retry_delay_seconds=[2, 5, 10], retry_condition_fn=retry_unless_user_error)(measured(fn))
+    return _TASK_OF[fn]
+
+
+def as_task(fn):
+    """The Prefect task of a pipeline step (a `powerflow.pipeline.Step`, for the stage chains)."""
+    return _TASK_OF[fn]
 
 
 prepare_prompts = _compute(pipeline.prepare_prompts, "prepare-prompts")
