@@ -9,6 +9,8 @@ subclass changes three things:
    the whole group of each prompt is still together (TRL shuffles and splits right after);
 2. the loss (`_compute_loss`): w · δ², δ the residual of `objective` (see powerflow.objectives);
 3. the log Z head: its own parameter group and learning rate, saved and restored with checkpoints.
+   It is kept outside `self.model`, so vLLM weight syncs (which push `self.model`, LoRA merged)
+   never carry it; `rollout_engine_weights(trainer)` lists exactly what a sync pushes.
 
 With a PEFT config, p_base is the same weights with the adapter disabled (no second copy in
 memory); without one, a frozen deep copy taken before training.
@@ -21,6 +23,7 @@ import copy
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +46,8 @@ from powerflow.objectives import (
 )
 
 LOGZ_HEAD_FILE = "logz_head.safetensors"
+# TRL's vLLM modes: the engine in the training processes, or a separate `trl vllm-serve` server.
+VLLM_MODES = ("colocate", "server")
 CONFIG_FILE = "powerflow_config.json"
 
 
@@ -124,6 +129,11 @@ class PowerFlowConfig(GRPOConfig):
             )
         if self.beta != 0.0:
             raise ValueError(f"PowerFlowConfig.beta={self.beta}: the α-power objective has no KL term; set beta=0.0.")
+        if self.vllm_mode not in VLLM_MODES:
+            raise ValueError(
+                f"PowerFlowConfig.vllm_mode={self.vllm_mode!r} is unknown: set it to 'colocate' (vLLM shares the "
+                "training GPUs) or 'server' (a separate `trl vllm-serve` process)."
+            )
         if self.mask_truncated_completions:
             raise ValueError(
                 "PowerFlowConfig.mask_truncated_completions=True drops truncated samples from the loss, which lets "
@@ -190,6 +200,7 @@ class PowerFlowTrainer(GRPOTrainer):
         if reference is not None:
             self.ref_model = self._prepare_reference(reference)
         self.logz_head = self._build_logz_head() if args.logz == "head" else None
+        self._check_logz_head_outside_model()
         self._format_regex = re.compile(args.format_pattern) if args.format_pattern else None
         self._nonfinite_pending = False
         self._logz_warm = self.logz_head is None  # a head is warm-started on the first training batch
@@ -209,6 +220,24 @@ class PowerFlowTrainer(GRPOTrainer):
     def _build_logz_head(self) -> LogZHead:
         hidden = int(self.accelerator.unwrap_model(self.model).config.get_text_config().hidden_size)
         return LogZHead(hidden, self.args.logz_hidden_size).to(self.accelerator.device)
+
+    def _check_logz_head_outside_model(self) -> None:
+        """Refuse a log Z head reachable from `self.model`.
+
+        With `use_vllm`, TRL pushes every parameter of `self.model` (LoRA merged, see
+        `rollout_engine_weights`) to the rollout engine at each weight sync; the head is not part of
+        the language model and vLLM has no tensor of that name, so it must stay outside the model.
+        """
+        if self.logz_head is None:
+            return
+        model_params = {id(p) for p in self.model.parameters()}
+        inside = [name for name, p in self.logz_head.named_parameters() if id(p) in model_params]
+        if inside:
+            raise RuntimeError(
+                f"the log Z head's parameters {inside} are registered inside the policy model, so TRL would push "
+                "them to the vLLM engine with the model's weights: keep the head as PowerFlowTrainer.logz_head, "
+                "outside trainer.model."
+            )
 
     def create_optimizer(self, model=None):
         """TRL/transformers' optimizer, plus the log Z head as its own group (own lr, no decay)."""
@@ -483,6 +512,35 @@ class PowerFlowTrainer(GRPOTrainer):
                 )
             self.logz_head.load_state_dict(load_file(path, device=str(self.accelerator.device)))
             self._logz_warm = True
+
+
+def rollout_engine_weights(trainer: GRPOTrainer) -> Iterator[tuple[str, torch.Tensor]]:
+    """The (name, tensor) pairs the trainer pushes to its vLLM rollout engine at a weight sync.
+
+    Runs TRL's own iterator, `VLLMGeneration._iter_named_params` (TRL 1.16), the one
+    `VLLMGeneration.sync_weights` feeds to the engine in both vLLM modes: it walks `trainer.model`,
+    merges the LoRA adapter into the base weights (gathered first under ZeRO-3; FSDP is walked
+    module by module), strips PEFT's prefixes (`base_model.model.`, `.base_layer`, `modules_to_save`)
+    so the names are the checkpoint names vLLM loads, skips the adapter's own tensors, and unmerges
+    afterwards. With `use_vllm` the trainer's engine wrapper is used; without it (or without vLLM
+    installed) the same method runs on a bare `VLLMGeneration` that never starts an engine.
+
+    Tensors are detached copies: the adapter is unmerged when the walk ends, which would change a
+    borrowed tensor in place. Every process must consume the iterator (the gather is collective).
+    Nothing of the log Z head appears: it lives outside `trainer.model`
+    (`PowerFlowTrainer._check_logz_head_outside_model`).
+    """
+    generation = getattr(trainer, "vllm_generation", None)
+    if generation is None:
+        from trl.distributed import DistributedBackend
+        from trl.generation.vllm_generation import VLLMGeneration
+
+        generation = object.__new__(VLLMGeneration)  # the weight walk only; __init__ would start vLLM
+        generation.model = trainer.model
+        generation.accelerator = trainer.accelerator
+        generation._dist = DistributedBackend(trainer.accelerator)
+    for name, tensor in generation._iter_named_params():
+        yield name, tensor.detach().clone()
 
 
 def resolved_config(args: PowerFlowConfig) -> dict:
