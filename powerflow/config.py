@@ -170,6 +170,8 @@ def load_exact_config(path: str | Path) -> ExactCheckConfig:
 
 # --------------------------------------------------------------------------- pipeline sections
 WORLD_MODEL = "world"
+# TRL's vLLM modes: the engine inside the training processes, or a separate `trl vllm-serve` server.
+VLLM_MODES = ("colocate", "server")
 
 
 @dataclass(frozen=True)
@@ -247,8 +249,46 @@ class TrainConfig:
     )
     save_steps: int = field(default=20, metadata={"help": "Checkpoint every N steps (a rerun resumes from it)."})
     seed: int = field(default=0, metadata={"help": "Seed of sampling and initialisation."})
+    # GPU memory and speed: the same objective and batch, computed differently.
+    gradient_accumulation_steps: int = field(
+        default=1,
+        metadata={"help": "Micro-batches per optimizer step: the prompts_per_step × num_generations completions of a "
+                          "step are generated together and their gradients computed this many at a time (less "
+                          "activation memory, same step). Must divide prompts_per_step × num_generations."},
+    )
+    bf16: bool = field(
+        default=False,
+        metadata={"help": "Load the model in bfloat16 and train under bf16 autocast (GPUs with bf16: A100, H100, "
+                          "...); false keeps fp32. log p_base is still computed with an fp32 LM head."},
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute activations in the backward pass: less memory, ~30% slower."}
+    )
+    use_vllm: bool = field(
+        default=False,
+        metadata={"help": "Generate rollouts with vLLM through TRL (needs the gpu extra and a CUDA GPU). The policy's "
+                          "weights, LoRA merged, are pushed to the engine every step; the log Z head never is."},
+    )
+    vllm_mode: str = field(
+        default="colocate",
+        metadata={"help": "colocate: vLLM runs inside each training process and shares its GPU "
+                          "(vllm_gpu_memory_utilization of it); server: a separate `trl vllm-serve --model ...` "
+                          "process on its own GPU(s), reached at vllm_server_base_url."},
+    )
+    vllm_gpu_memory_utilization: float = field(
+        default=0.3,
+        metadata={"help": "colocate mode: fraction of the GPU vLLM may take (its weights + KV cache); the trainer "
+                          "keeps the rest. Server mode sets it on `trl vllm-serve` instead."},
+    )
+    vllm_server_base_url: str | None = field(
+        default=None,
+        metadata={"help": "server mode: base URL of the `trl vllm-serve` server, e.g. http://10.0.0.5:8000; "
+                          "null = http://0.0.0.0:8000 (TRL's default, the same machine)."},
+    )
 
     def __post_init__(self):
+        self._check_batch_and_precision()
+        self._check_rollout_engine()
         positive = {"steps": self.steps, "prompts_per_step": self.prompts_per_step,
                     "max_completion_length": self.max_completion_length, "learning_rate": self.learning_rate,
                     "logz_learning_rate": self.logz_learning_rate, "clip_epsilon": self.clip_epsilon,
@@ -264,6 +304,39 @@ class TrainConfig:
             raise ConfigError(f"train.lora_r={self.lora_r}: use a rank >= 1, or 0 for full fine-tuning.")
         if not self.families:
             raise ConfigError("train.families is empty: list the prompt families to train on, e.g. [reasoning].")
+
+    def _check_batch_and_precision(self) -> None:
+        completions = self.prompts_per_step * self.num_generations
+        if self.gradient_accumulation_steps < 1 or completions % self.gradient_accumulation_steps:
+            raise ConfigError(
+                f"train.gradient_accumulation_steps={self.gradient_accumulation_steps}: use an integer >= 1 that "
+                f"divides prompts_per_step × num_generations = {completions} (each micro-batch is an equal share)."
+            )
+
+    def _check_rollout_engine(self) -> None:
+        """vLLM settings that cannot work whatever the machine (the machine is checked at train time)."""
+        if self.vllm_mode not in VLLM_MODES:
+            raise ConfigError(
+                f"train.vllm_mode={self.vllm_mode!r}: use colocate (vLLM shares the training GPU) or server "
+                "(a separate `trl vllm-serve` process)."
+            )
+        if not 0.0 < self.vllm_gpu_memory_utilization < 1.0:
+            raise ConfigError(
+                f"train.vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization}: use a fraction in (0, 1), "
+                "e.g. 0.3 for a 7B model colocated on an 80 GB GPU."
+            )
+        url = self.vllm_server_base_url
+        if url is not None:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(
+                    f"train.vllm_server_base_url={url!r}: write the server's base URL with its scheme and port, "
+                    "e.g. http://127.0.0.1:8000."
+                )
+            if self.vllm_mode != "server":
+                raise ConfigError(
+                    "train.vllm_server_base_url is set but train.vllm_mode is colocate: set vllm_mode: server to "
+                    "use that server, or remove vllm_server_base_url."
+                )
 
 
 @dataclass(frozen=True)

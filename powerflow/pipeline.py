@@ -173,13 +173,13 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
         raise UserError(_unknown_model_message(source, err)) from err
 
 
-def load_causal_lm(source: str, trust_remote_code: bool = False):
-    """AutoModelForCausalLM from safetensors only, fp32, eval mode; fixable error when not found."""
+def load_causal_lm(source: str, trust_remote_code: bool = False, dtype: str = "float32"):
+    """AutoModelForCausalLM from safetensors only, fp32 (or `dtype`), eval mode; fixable error when not found."""
     from transformers import AutoModelForCausalLM
 
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            source, trust_remote_code=trust_remote_code, use_safetensors=True, dtype="float32")
+            source, trust_remote_code=trust_remote_code, use_safetensors=True, dtype=dtype)
     except (OSError, ValueError) as err:
         raise UserError(_unknown_model_message(source, err)) from err
     return model.eval()
@@ -268,14 +268,17 @@ def shared_training_arguments(cfg: PipelineConfig, output_dir: Path) -> dict[str
         output_dir=str(output_dir),
         learning_rate=t.learning_rate,
         lr_scheduler_type="constant",
-        per_device_train_batch_size=t.prompts_per_step * t.num_generations,
+        # one optimizer step = prompts_per_step × G completions per process, in gradient_accumulation_steps parts
+        per_device_train_batch_size=t.prompts_per_step * t.num_generations // t.gradient_accumulation_steps,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
         num_generations=t.num_generations,
         max_completion_length=t.max_completion_length,
         max_steps=t.steps,
         epsilon=t.clip_epsilon,
         max_grad_norm=t.max_grad_norm,
-        gradient_checkpointing=False,
-        bf16=False,
+        activation_checkpointing=t.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
+        bf16=t.bf16,
+        **rollout_engine_arguments(cfg),
         use_cpu=not torch.cuda.is_available(),
         report_to="none",
         logging_steps=1,
@@ -285,6 +288,29 @@ def shared_training_arguments(cfg: PipelineConfig, output_dir: Path) -> dict[str
         seed=t.seed,
         disable_tqdm=False,
     )
+
+
+def rollout_engine_arguments(cfg: PipelineConfig) -> dict[str, Any]:
+    """TRL's vLLM settings from the `train:` section; {} when rollouts use transformers' generate.
+
+    Checked here, at train time, because it depends on the machine: use_vllm needs the vllm package
+    (the gpu extra) and a CUDA GPU, else a UserError naming the fix. vLLM's context is the longest
+    prompt data.max_prompt_tokens allows plus train.max_completion_length, so its KV cache is sized
+    for what training generates rather than for the model's full context (131k for Llama 3.1).
+    """
+    t = cfg.train
+    if not t.use_vllm:
+        return {}
+    from powerflow.eval.generation import require_vllm
+
+    require_vllm("train.use_vllm=true", "set train.use_vllm: false (rollouts with transformers' generate)")
+    settings = dict(use_vllm=True, vllm_mode=t.vllm_mode,
+                    vllm_max_model_length=cfg.data.max_prompt_tokens + t.max_completion_length)
+    if t.vllm_mode == "colocate":
+        settings["vllm_gpu_memory_utilization"] = t.vllm_gpu_memory_utilization
+    elif t.vllm_server_base_url is not None:
+        settings["vllm_server_base_url"] = t.vllm_server_base_url
+    return settings
 
 
 class _HistoryRecorder:
@@ -363,10 +389,11 @@ def fit_and_save(cfg: PipelineConfig, name: str, build: Callable[..., Any], para
 
     from peft import LoraConfig
 
+    rollout_engine_arguments(cfg)  # use_vllm on a machine without vLLM fails here, before the model loads
     lay = layout_of(cfg)
     source = base_model_source(cfg)
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
-    model = load_causal_lm(source, cfg.model.trust_remote_code)
+    model = load_causal_lm(source, cfg.model.trust_remote_code, dtype="bfloat16" if cfg.train.bf16 else "float32")
     workdir = lay.train_workdir(name)
     peft_config = None
     if cfg.train.lora_r > 0:

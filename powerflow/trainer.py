@@ -33,6 +33,7 @@ from transformers import PreTrainedModel, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import add_fused_lm_head, create_model_from_path, disable_dropout_in_model, pad
 
+from powerflow.config import VLLM_MODES
 from powerflow.objectives import (
     LOGZ_MODES,
     OBJECTIVES,
@@ -46,8 +47,6 @@ from powerflow.objectives import (
 )
 
 LOGZ_HEAD_FILE = "logz_head.safetensors"
-# TRL's vLLM modes: the engine in the training processes, or a separate `trl vllm-serve` server.
-VLLM_MODES = ("colocate", "server")
 CONFIG_FILE = "powerflow_config.json"
 
 

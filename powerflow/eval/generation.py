@@ -71,22 +71,30 @@ def generate_completions(
     )
 
 
+def require_vllm(setting: str, fallback: str) -> None:
+    """BackendUnavailable unless the vllm package is installed and a CUDA GPU is visible.
+
+    setting: the params that asked for vLLM ("evaluate.backend=vllm"); fallback: the change that
+    avoids it ("set evaluate.backend: transformers"). Both go into the message.
+    """
+    if importlib.util.find_spec("vllm") is None:
+        raise BackendUnavailable(
+            f"{setting} needs the gpu extra and a CUDA GPU (pip install 'powerflow[gpu]' on a GPU "
+            f"machine): install it there, or {fallback}."
+        )
+    import torch
+
+    if not torch.cuda.is_available():
+        raise BackendUnavailable(f"{setting} needs a CUDA GPU and none is visible: run on a GPU machine, or {fallback}.")
+
+
 def vllm_engine(source: str, seed: int = 0, gpu_memory_utilization: float = 0.85, trust_remote_code: bool = False):
     """vLLM's offline engine for a model directory (or hub id), fp32/bf16 as the checkpoint says.
 
     The engine holds the GPU until it is deleted; `generate_completions(engine, ...,
     backend="vllm")` samples from it. A UserError when vLLM or a GPU is missing.
     """
-    if importlib.util.find_spec("vllm") is None:
-        raise BackendUnavailable(
-            "evaluate.backend=vllm needs the gpu extra and a CUDA GPU (pip install 'powerflow[gpu]' on a GPU "
-            "machine): install it there, or set evaluate.backend: transformers."
-        )
-    import torch
-
-    if not torch.cuda.is_available():
-        raise BackendUnavailable("evaluate.backend=vllm needs a CUDA GPU and none is visible: run on a GPU machine, "
-                                 "or set evaluate.backend: transformers.")
+    require_vllm("evaluate.backend=vllm", "set evaluate.backend: transformers")
     from vllm import LLM
 
     return LLM(model=str(source), seed=seed, gpu_memory_utilization=gpu_memory_utilization,
