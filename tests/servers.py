@@ -77,7 +77,9 @@ class MlflowServer:
         """Start the server (again) on the same port and stores; returns when /health answers."""
         if self.running:
             return
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | self.env
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no huey job consumers: tests run no server jobs
+        env |= self.env
         self.process = _spawn(self.command(), self.log, env)
         _wait_or_stop(self.process, f"{self.url}/health", self.log, "mlflow server")
 
