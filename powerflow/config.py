@@ -249,6 +249,16 @@ class TrainConfig:
     )
     save_steps: int = field(default=20, metadata={"help": "Checkpoint every N steps (a rerun resumes from it)."})
     seed: int = field(default=0, metadata={"help": "Seed of sampling and initialisation."})
+    accelerate_config: str | None = field(
+        default=None,
+        metadata={"help": "accelerate config file, relative to the project root (e.g. infra/accelerate/zero3.yaml): "
+                          "training runs on its processes through `accelerate launch`. null: one process."},
+    )
+    num_processes: int | None = field(
+        default=None,
+        metadata={"help": "Processes (GPUs) to launch, overriding the accelerate config's num_processes. "
+                          "null: the config's. Each process trains on prompts_per_step prompts per step."},
+    )
     # GPU memory and speed: the same objective and batch, computed differently.
     gradient_accumulation_steps: int = field(
         default=1,
@@ -287,6 +297,7 @@ class TrainConfig:
     )
 
     def __post_init__(self):
+        self._check_launch()
         self._check_batch_and_precision()
         self._check_rollout_engine()
         positive = {"steps": self.steps, "prompts_per_step": self.prompts_per_step,
@@ -338,6 +349,20 @@ class TrainConfig:
                     "use that server, or remove vllm_server_base_url."
                 )
 
+    def _check_launch(self) -> None:
+        """accelerate_config names a file (checked against the project root by PipelineConfig);
+        num_processes only makes sense with it."""
+        if self.accelerate_config is not None and not self.accelerate_config.strip():
+            raise ConfigError("train.accelerate_config is empty: name a file such as infra/accelerate/ddp.yaml, "
+                              "or write null to train in one process.")
+        if self.num_processes is not None:
+            if self.num_processes < 1:
+                raise ConfigError(f"train.num_processes={self.num_processes}: use the number of GPUs (>= 1), "
+                                  "or null for the accelerate config's num_processes.")
+            if self.accelerate_config is None:
+                raise ConfigError(f"train.num_processes={self.num_processes} needs train.accelerate_config: set it "
+                                  "to e.g. infra/accelerate/ddp.yaml, or write num_processes: null.")
+
 
 @dataclass(frozen=True)
 class ReportConfig:
@@ -384,6 +409,12 @@ class PipelineConfig:
     baselines: Any
     raw: dict = field(repr=False)
     path: Path = field(repr=False)
+
+    def __post_init__(self):
+        if self.train.accelerate_config is not None:
+            from powerflow.distributed import load_accelerate_config
+
+            load_accelerate_config(self.project_root / self.train.accelerate_config, "train.accelerate_config")
 
     @property
     def project_root(self) -> Path:

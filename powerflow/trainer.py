@@ -487,9 +487,14 @@ class PowerFlowTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------- persistence
     def _save(self, output_dir: str | None = None, state_dict=None):
-        """Save the adapter (or model) as TRL does, plus the log Z head and the resolved config."""
+        """Save the adapter (or model) as TRL does, plus the log Z head and the resolved config.
+
+        On several ranks only the writer (args.should_save, rank 0) writes: the head is the same on every
+        rank (its gradients are averaged before each step).
+        """
         super()._save(output_dir, state_dict=state_dict)
-        self.save_powerflow_files(output_dir if output_dir is not None else self.args.output_dir)
+        if self.args.should_save:
+            self.save_powerflow_files(output_dir if output_dir is not None else self.args.output_dir)
 
     def save_powerflow_files(self, output_dir: str | Path) -> None:
         """Write the log Z head (if any) and the resolved config beside a saved model."""
@@ -509,7 +514,8 @@ class PowerFlowTrainer(GRPOTrainer):
                     f"checkpoint {resume_from_checkpoint} has no {LOGZ_HEAD_FILE}: it was not written by "
                     "PowerFlowTrainer with logz='head'; resume with the same logz setting it was trained with."
                 )
-            self.logz_head.load_state_dict(load_file(path, device=str(self.accelerator.device)))
+            # read on CPU (safetensors refuses "cpu:0", the device of a gloo rank); load_state_dict copies over
+            self.logz_head.load_state_dict(load_file(path, device="cpu"))
             self._logz_warm = True
 
 
