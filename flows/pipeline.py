@@ -1,4 +1,6 @@
-"""The α sweep as one Prefect flow: prepare → base → train → register → evaluate → report.
+"""The α sweep as one Prefect flow: prepare → base → train → evaluate → register → report.
+
+A trained checkpoint is registered only after its evaluation succeeded (powerflow.pipeline).
 
 Deployed as `powerflow-pipeline/alpha-sweep` (prefect.yaml). Run it with
 `prefect deployment run 'powerflow-pipeline/alpha-sweep' --param alphas='[0.5, 4]'`.
@@ -24,11 +26,12 @@ def powerflow_pipeline(alphas: list[float] | None = None, objectives: list[str] 
     evaluate_flow(BASE_RUN, params)
     for alpha, objective in sweep_members(cfg):
         train_flow(alpha, objective, params)
-        register_flow(alpha, objective, params)
         evaluate_flow(run_name(alpha, objective), params)
+        register_flow(alpha, objective, params)
     for run in baseline_runs(cfg):
         if run["trained"]:
             train_baseline_flow(run["method"], params)
-            register_baseline_flow(run["method"], params)
         evaluate_flow(run["name"], params)
+        if run["trained"]:
+            register_baseline_flow(run["method"], params)
     return report_flow(params, list(cfg.sweep.alphas), list(cfg.sweep.objectives))

@@ -53,20 +53,20 @@ def train_baseline_flow(method: str, params: str = "params.yaml") -> dict:
 
 @flow(name="register-baseline")
 def register_baseline_flow(method: str, params: str = "params.yaml") -> dict:
-    """Register a trained baseline in the MLflow Model Registry (idempotent)."""
+    """Register a trained baseline in the MLflow Model Registry once it is evaluated (idempotent)."""
     return steps.register_baseline(load_config(params), method)
 
 
 @flow(name="register")
 def register_flow(alpha: float | str, objective: str = "la_tb", params: str = "params.yaml") -> dict:
-    """Register one trained policy in the MLflow Model Registry (idempotent)."""
+    """Register one trained policy in the MLflow Model Registry once it is evaluated (idempotent)."""
     return steps.register_policy(load_config(params), alpha, objective)
 
 
 @flow(name="evaluate")
 def evaluate_flow(run: str, params: str = "params.yaml") -> dict:
-    """Evaluate the base model (run="base"), a sweep member's or baseline's registered version, or an
-    inference-time baseline (run="mcmc-4.0", "low_temperature-4.0", "verbalized")."""
+    """Evaluate the base model (run="base"), a sweep member's or trained baseline's checkpoint (before it
+    is registered), or an inference-time baseline (run="mcmc-4.0", "low_temperature-4.0", "verbalized")."""
     return pipeline.evaluate_member(load_config(params), run, step=steps.as_task)
 
 

@@ -156,7 +156,7 @@ def cmd_train(args):
 
 
 def cmd_register(args):
-    """Register a trained policy or baseline (--method) in the MLflow Model Registry (idempotent)."""
+    """Register an evaluated policy or baseline (--method) in the MLflow Model Registry (idempotent)."""
     from powerflow import pipeline
     from powerflow.timing import measured
 

@@ -1,4 +1,8 @@
-"""The pipeline's steps: prepare → base → train → register → evaluate → report.
+"""The pipeline's steps: prepare → base → train → evaluate → register → report.
+
+A trained checkpoint is evaluated from disk (models/policies/<name>/) and registered only after
+its evaluation succeeded, with the checksum the evaluation recorded: a crash in evaluation
+registers nothing, and the report's aliases only ever point at evaluated versions.
 
 One definition of each step, reached three ways: the `powerflow` CLI (which DVC stages call),
 the Prefect tasks in `tasks/` (one task per function here), and tests. Nothing here imports
@@ -26,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from powerflow.config import PipelineConfig, UserError, check_alpha
-from powerflow.io import atomic_directory, write_json_atomic, write_text_atomic
+from powerflow.io import atomic_directory, sha256_of_path, write_json_atomic, write_text_atomic
+from powerflow.tracking.registry import CHECKPOINT_SHA_TAG
 
 BASE_RUN = "base"
 TRAINED_BASELINES = ("grpo", "empo")
@@ -644,23 +649,61 @@ def register_policy(cfg: PipelineConfig, alpha: str, objective: str) -> dict:
 
 def register_checkpoint_of(cfg: PipelineConfig, name: str, alpha: float | None, objective: str | None,
                            method: str | None = None) -> dict:
-    """Register one trained member's checkpoint with its tags; write outputs/register/<name>.json."""
+    """Register one trained member's checkpoint after its evaluation; write outputs/register/<name>.json.
+
+    Only an evaluated checkpoint is registered: outputs/eval/<name>/ must exist and record the
+    checkpoint's current sha256 (a crashed or stale evaluation registers nothing). The version is
+    tagged with where it came from (`run_tags`) and its headline evaluation numbers (eval/...).
+    """
     from powerflow import tracking
     from powerflow.data import load_prepared
 
     lay = layout_of(cfg)
     checkpoint = _require(lay.policy(name), "train")
+    checksum, metrics = evaluated_checkpoint(cfg, name, checkpoint)
     _p, _a, manifest = load_prepared(_require(lay.prepared, "prepare"))
     tracking_experiment(cfg)
     model_name = tracking.registered_model_name(cfg.tracking, cfg.model.name_or_path)
-    tags = run_tags(cfg, alpha, objective, manifest.get("prompts_sha256", ""), method)
-    version = tracking.register_checkpoint(training_run_id(cfg, name), checkpoint, model_name, tags)
+    tags = run_tags(cfg, alpha, objective, manifest.get("prompts_sha256", ""), method) | evaluation_tags(metrics)
+    version = tracking.register_checkpoint(training_run_id(cfg, name), checkpoint, model_name, tags,
+                                           checksum=checksum)
+    if not version.created:  # registered before: its evaluation may have been rerun since
+        tracking.set_version_tags(model_name, version.version, evaluation_tags(metrics))
     record = asdict(version) | {"alpha": alpha, "objective": objective, "run": name}
     if method is not None:
         record["method"] = method
     created = record.pop("created")  # kept out of the file: registering again must not change it
     write_json_atomic(record, lay.registration(name))
     return record | {"created": created}
+
+
+class StaleEvaluationError(UserError):
+    """The evaluation on disk is of other bytes than the checkpoint about to be registered."""
+
+
+# Evaluation numbers a registered version carries as tags (eval/<metric>), when the run has them.
+EVAL_TAG_METRICS = ("reasoning/accuracy_greedy", "reasoning/accuracy_mean", "open_ended/coverage",
+                    "open_ended/validity", "open_ended/semantic_diversity")
+
+
+def evaluated_checkpoint(cfg: PipelineConfig, name: str, checkpoint: Path) -> tuple[str, dict]:
+    """(sha256 of `checkpoint`, its evaluation metrics) once outputs/eval/<name>/ is an evaluation of
+    exactly these bytes; a MissingInputError / StaleEvaluationError (nothing registered) otherwise."""
+    out = layout_of(cfg).evaluation(name)
+    metrics = json.loads(_require(out / "metrics.json", "evaluate").read_text())
+    evaluated = json.loads(_require(out / "settings.json", "evaluate").read_text()).get(CHECKPOINT_SHA_TAG)
+    checksum = sha256_of_path(checkpoint)
+    if evaluated != checksum:
+        raise StaleEvaluationError(
+            f"{out} is not an evaluation of {checkpoint} (checkpoint_sha256 {str(evaluated)[:12]} there, "
+            f"{checksum[:12]} now): evaluate it again first (`powerflow evaluate --run {name}` or `dvc repro`).")
+    return checksum, metrics
+
+
+def evaluation_tags(metrics: dict) -> dict[str, str]:
+    """Headline evaluation numbers as version tags: {"eval/reasoning/accuracy_mean": "0.4375", ...}."""
+    return {f"eval/{k}": f"{float(metrics[k]):.6g}" for k in EVAL_TAG_METRICS
+            if isinstance(metrics.get(k), (int, float))}
 
 
 # -------------------------------------------------------------------------------- evaluate
@@ -680,10 +723,12 @@ def evaluation_rows(cfg: PipelineConfig) -> list[dict]:
 
 
 def evaluate_target(cfg: PipelineConfig, name: str, progress: bool = True) -> dict:
-    """Evaluate the base model (name "base") or a registered policy; write outputs/eval/<name>/.
+    """Evaluate the base model (name "base"), an inference-time baseline, or a trained checkpoint
+    (a sweep member or a trained baseline); write outputs/eval/<name>/ whole, or nothing.
 
-    A registered policy is loaded from the Model Registry (the version the register step wrote),
-    so what is evaluated is exactly what is registered.
+    A trained checkpoint is evaluated from models/policies/<name>/, before it is registered:
+    settings.json records its checkpoint_sha256, and the register step registers those bytes only
+    (`register_checkpoint_of`), so what is registered is exactly what was evaluated.
     """
     lay = layout_of(cfg)
     if name == BASE_RUN:
@@ -691,8 +736,28 @@ def evaluate_target(cfg: PipelineConfig, name: str, progress: bool = True) -> di
     method = inference_run(cfg, name)
     if method is not None:
         return evaluate_inference_method(cfg, method, progress)
-    record = json.loads(_require(lay.registration(name), "register").read_text())
-    return evaluate_registered(cfg, record["uri"], lay.evaluation(name), progress)
+    checkpoint = trained_checkpoint(cfg, name)
+    return evaluate_checkpoint(cfg, str(checkpoint), lay.evaluation(name), progress,
+                               alpha=checkpoint_alpha(checkpoint),
+                               provenance={CHECKPOINT_SHA_TAG: sha256_of_path(checkpoint)})
+
+
+def trained_checkpoint(cfg: PipelineConfig, name: str) -> Path:
+    """models/policies/<name>/ of a trained run, with a fixable error naming the runs when absent."""
+    path = layout_of(cfg).policy(name)
+    if not (path / "config.json").is_file():
+        members = [run_name(a, o) for a, o in sweep_members(cfg)] + list(cfg.baselines.train)
+        raise MissingInputError(
+            f"{path} holds no trained model: {name!r} must be \"base\", an inference-time baseline, or a trained run "
+            f"({', '.join(members)}) whose `train` stage finished (e.g. `dvc repro train@...`).")
+    return path
+
+
+def checkpoint_alpha(checkpoint: Path) -> float | None:
+    """The α a Power-Flow checkpoint was trained toward (its powerflow_config.json); None for a baseline."""
+    config = checkpoint / "powerflow_config.json"
+    alpha = json.loads(config.read_text()).get("alpha") if config.is_file() else None
+    return float(alpha) if alpha is not None else None
 
 
 def evaluate_inference_method(cfg: PipelineConfig, run: dict, progress: bool = True) -> dict:
@@ -768,7 +833,7 @@ def evaluate_registered(cfg: PipelineConfig, model_uri: str, out_dir: Path | Non
 
 
 def evaluate_checkpoint(cfg: PipelineConfig, source: str, out_dir: Path, progress: bool = True,
-                        alpha: float | None = None, sampler=None) -> dict:
+                        alpha: float | None = None, sampler=None, provenance: dict | None = None) -> dict:
     """Evaluate one model on the configured benchmarks; write out_dir/ whole, or nothing on failure.
 
     out_dir gets metrics.json (DVC metrics, logged to MLflow), samples.jsonl (the samples table),
@@ -776,6 +841,7 @@ def evaluate_checkpoint(cfg: PipelineConfig, source: str, out_dir: Path, progres
     curves per reasoning family). With alpha given (a policy), the distribution diagnostics
     against the base model are added (powerflow.eval.diagnostics). `sampler`: an inference-time
     method drawing the sampled answers instead of plain sampling (powerflow.eval.evaluate.Sampler).
+    `provenance`: extra keys for settings.json (the evaluated checkpoint's checkpoint_sha256).
     """
     from powerflow.eval import evaluate_model
     from powerflow.eval.suite import WORLD, eval_suite
@@ -795,7 +861,7 @@ def evaluate_checkpoint(cfg: PipelineConfig, source: str, out_dir: Path, progres
     with atomic_directory(out_dir) as tmp:
         write_text_atomic("".join(json.dumps(s, default=str) + "\n" for s in samples), tmp / "samples.jsonl")
         write_json_atomic(metrics, tmp / "metrics.json")
-        write_json_atomic(evaluation_settings(cfg, source, alpha), tmp / "settings.json")
+        write_json_atomic(evaluation_settings(cfg, source, alpha) | (provenance or {}), tmp / "settings.json")
         write_run_plots(metrics, tmp / "plots")
     return metrics
 

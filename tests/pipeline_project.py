@@ -30,10 +30,16 @@ TINY_OVERRIDES = {
 }
 
 
-def tiny_params(alphas=(0.5, 2.0)) -> dict:
-    """The repository's params.yaml with the tiny overrides and the given α list."""
+# One α and no baselines but verbalized sampling (not applicable on the world: no model runs): the
+# smallest sweep that trains, evaluates, registers and reports, for tests that run several.
+ONE_MEMBER_OVERRIDES = {"baselines": {"train": [], "inference": []}}
+
+
+def tiny_params(alphas=(0.5, 2.0), overrides: dict | None = None) -> dict:
+    """The repository's params.yaml with the tiny overrides, the given α list, then `overrides`
+    ({section: {key: value}}, merged into each section)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in TINY_OVERRIDES.items():
+    for section, values in [*TINY_OVERRIDES.items(), *(overrides or {}).items()]:
         params[section] = {**params.get(section, {}), **values}
     params["sweep"]["alphas"] = list(alphas)
     return params
@@ -55,8 +61,9 @@ def env_for(project: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def make_project(path: Path, alphas=(0.5, 2.0), git: bool = True) -> Path:
-    """Write a tiny project at `path` (dvc.yaml, prefect.yaml, params.yaml, the code DVC hashes)."""
+def make_project(path: Path, alphas=(0.5, 2.0), git: bool = True, overrides: dict | None = None) -> Path:
+    """Write a tiny project at `path` (dvc.yaml, prefect.yaml, params.yaml, the code DVC hashes);
+    `overrides` as in `tiny_params`."""
     path.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", "prefect.yaml", ".gitignore"):
         shutil.copy(ROOT / name, path / name)
@@ -64,7 +71,7 @@ def make_project(path: Path, alphas=(0.5, 2.0), git: bool = True) -> Path:
     # and Prefect deployments load flows/ by path (entrypoints in prefect.yaml).
     for package in ("powerflow", "tasks", "flows"):
         shutil.copytree(ROOT / package, path / package, ignore=shutil.ignore_patterns("__pycache__"))
-    (path / "params.yaml").write_text(yaml.safe_dump(tiny_params(alphas), sort_keys=False))
+    (path / "params.yaml").write_text(yaml.safe_dump(tiny_params(alphas, overrides), sort_keys=False))
     if git:
         env = env_for(path)
         for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"],

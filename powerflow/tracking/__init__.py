@@ -27,6 +27,7 @@ from powerflow.tracking.registry import (
     registered_model_name,
     resolve_version,
     set_alias,
+    set_version_tags,
     version_tags,
 )
 from powerflow.tracking.runs import (
@@ -68,6 +69,7 @@ __all__ = [
     "resolve_tracking_uri",
     "resolve_version",
     "set_alias",
+    "set_version_tags",
     "start_child_run",
     "sweep_parent_run",
     "version_tags",

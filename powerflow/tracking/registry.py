@@ -129,7 +129,7 @@ def as_registered(version, created: bool) -> RegisteredVersion:
 
 
 def register_checkpoint(
-    run_id: str, checkpoint_dir: str | Path, model_name: str, tags: dict[str, str]
+    run_id: str, checkpoint_dir: str | Path, model_name: str, tags: dict[str, str], checksum: str | None = None
 ) -> RegisteredVersion:
     """Log `checkpoint_dir` as a pyfunc model of run `run_id` and register it as a version of `model_name`.
 
@@ -139,7 +139,8 @@ def register_checkpoint(
     run (two methods that left the base unchanged) are another version, with that run's tags. Two
     processes registering the same checkpoint of one run at once both end up with the older version
     (the newer one is deleted). `tags` (see VERSION_TAG_KEYS) go on the version and
-    on the logged model; values are stored as strings.
+    on the logged model; values are stored as strings. `checksum`: sha256_of_path(checkpoint_dir)
+    when the caller has just computed it (a 7B checkpoint takes seconds to hash).
     """
     import mlflow
     from mlflow import MlflowClient
@@ -151,7 +152,7 @@ def register_checkpoint(
             f"{checkpoint_dir} is not a transformers model directory (no config.json): pass the directory "
             "that save_pretrained wrote."
         )
-    checksum = sha256_of_path(checkpoint_dir)
+    checksum = checksum or sha256_of_path(checkpoint_dir)
     client = MlflowClient()
     existing = find_versions_by_checksum(client, model_name, checksum, run_id)
     if existing:
@@ -184,6 +185,15 @@ def register_checkpoint(
         client.delete_model_version(model_name, str(version.version))
         return as_registered(oldest, created=False)
     return as_registered(version, created=True)
+
+
+def set_version_tags(model_name: str, version: str | int, tags: dict[str, str]) -> None:
+    """Set (or overwrite) tags on one registered version; values are stored as strings."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, str(version), key, str(value))
 
 
 def set_alias(model_name: str, alias: str, version: str | int) -> None:
