@@ -274,6 +274,47 @@ def _member(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objective", default="la_tb", help="la_tb, tb or tb_token (default la_tb)")
 
 
+# ------------------------------------------------------------------------- presets
+def cmd_preset_list(args: argparse.Namespace) -> int:
+    """List the shipped parameter presets (name and summary)."""
+    from powerflow.presets import get_preset, preset_names
+
+    for name in preset_names():
+        print(f"{name:45s} {get_preset(name).description}")
+    return 0
+
+
+def cmd_preset_show(args: argparse.Namespace) -> int:
+    """Print a preset's YAML (an overlay on params.yaml), with its memory arithmetic."""
+    from powerflow.presets import get_preset
+
+    print(get_preset(args.name).text, end="")
+    return 0
+
+
+def cmd_preset_apply(args: argparse.Namespace) -> int:
+    """Merge a preset over params.yaml, validate the result, then replace params.yaml with it."""
+    from powerflow.presets import apply_preset
+
+    path = apply_preset(args.name, args.params)
+    print(f"wrote {path}: preset {args.name} merged over it (validated); run `dvc repro` or `powerflow sweep`")
+    return 0
+
+
+def _add_preset_parser(sub) -> None:
+    preset = sub.add_parser("preset", help="parameter presets for the seed's models (GPU)",
+                            description="Named overlays on params.yaml: the seed's models and settings (docs/gpu.md).")
+    actions = preset.add_subparsers(dest="preset_command", metavar="ACTION", required=True)
+    actions.add_parser("list", help=cmd_preset_list.__doc__).set_defaults(func=cmd_preset_list)
+    show = actions.add_parser("show", help=cmd_preset_show.__doc__)
+    show.add_argument("name", help="preset name (see `powerflow preset list`)")
+    show.set_defaults(func=cmd_preset_show)
+    apply = actions.add_parser("apply", help=cmd_preset_apply.__doc__, description=cmd_preset_apply.__doc__)
+    apply.add_argument("name", help="preset name (see `powerflow preset list`)")
+    apply.add_argument("--params", default="params.yaml", help="the params file to rewrite (default params.yaml)")
+    apply.set_defaults(func=cmd_preset_apply)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="powerflow",
@@ -310,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       'mcmc-4.0, low_temperature-4.0, verbalized')
     target.add_argument("--model-uri", help="a registered version, e.g. models:/powerflow-world@best-reasoning")
     ev.set_defaults(func=cmd_evaluate)
+    _add_preset_parser(sub)
     return parser
 
 

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -32,8 +32,12 @@ def write_json_atomic(data: dict, path: str | Path) -> Path:
     return write_text_atomic(json.dumps(data, indent=2, sort_keys=True, default=float) + "\n", path)
 
 
-def write_text_atomic(text: str, path: str | Path) -> Path:
-    """Write text to a temporary file beside `path`, then rename it into place."""
+def write_text_atomic(text: str, path: str | Path, check: Callable[[Path], None] | None = None) -> Path:
+    """Write text to a temporary file beside `path`, then rename it into place.
+
+    `check(temporary_path)`, when given, runs on the complete temporary file before the rename; if
+    it raises, the temporary file is removed and `path` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -41,6 +45,8 @@ def write_text_atomic(text: str, path: str | Path) -> Path:
         with os.fdopen(fd, "w") as f:
             f.write(text)
         _publishable(Path(tmp))
+        if check is not None:
+            check(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
