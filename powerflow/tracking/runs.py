@@ -140,14 +140,42 @@ def log_metrics(run_id: str, metrics: Mapping[str, float], step: int | None = No
 
     Names go through `metric_key`; values must be real numbers (NaN and inf are kept: MLflow stores them).
     """
+    timestamp = int(time.time() * 1000)
+    log_metric_events(run_id, [(name, value, step or 0, timestamp) for name, value in metrics.items()])
+
+
+def log_metric_events(run_id: str, events: list[tuple[str, Any, int, int]]) -> None:
+    """Log (name, value, step, timestamp in ms) tuples to the run in batched requests."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    timestamp = int(time.time() * 1000)
-    items = [Metric(metric_key(name), as_number(name, value), timestamp, step or 0) for name, value in metrics.items()]
+    items = [Metric(metric_key(name), as_number(name, value), int(timestamp), int(step))
+             for name, value, step, timestamp in events]
     client = MlflowClient()
     for start in range(0, len(items), MAX_METRICS_PER_BATCH):
         client.log_batch(run_id, metrics=items[start : start + MAX_METRICS_PER_BATCH])
+
+
+def logged_steps(run_id: str, name: str) -> set[int]:
+    """The steps at which metric `name` of the run already has a value."""
+    from mlflow import MlflowClient
+
+    return {m.step for m in MlflowClient().get_metric_history(run_id, metric_key(name))}
+
+
+def run_is_active(run_id: str, experiment_id: str) -> bool:
+    """Whether the store has run `run_id`, not deleted, in experiment `experiment_id`."""
+    from mlflow import MlflowClient
+    from mlflow.entities import LifecycleStage
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return run.info.experiment_id == experiment_id and run.info.lifecycle_stage == LifecycleStage.ACTIVE
 
 
 def as_number(name: str, value: Any) -> float:
