@@ -64,6 +64,14 @@ class TrackingConfig:
         default=5.0,
         metadata={"help": "Seconds to wait for a tracking server to answer its /health probe before failing."},
     )
+    outage_wait_s: float = field(
+        default=120.0,
+        metadata={
+            "help": "Seconds the end of a training run waits for an unreachable tracking server before failing "
+            "with where its results are kept (training itself never waits: its step metrics are kept on disk "
+            "and sent when the server answers again). 0: fail at once."
+        },
+    )
 
     def __post_init__(self):
         section = "tracking"
@@ -85,6 +93,8 @@ class TrackingConfig:
             )
         if not self.timeout_s > 0:
             raise ConfigError(f"{section}.timeout_s={self.timeout_s}: must be > 0 seconds, e.g. 5.")
+        if not self.outage_wait_s >= 0:
+            raise ConfigError(f"{section}.outage_wait_s={self.outage_wait_s}: must be >= 0 seconds, e.g. 120.")
 
 
 def resolve_tracking_uri(cfg: TrackingConfig, project_root: str | Path) -> str:
