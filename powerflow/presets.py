@@ -97,6 +97,18 @@ def merge_overlay(base: Any, overlay: Any) -> Any:
     return overlay
 
 
+def _without_comments(node: Any) -> Any:
+    """A round-trip tree with its comments removed (in place): a preset's comments describe the
+    preset file, and ruamel would attach them to whichever value precedes them in params.yaml."""
+    if hasattr(node, "ca"):
+        node.ca.items.clear()
+        node.ca.comment = None
+        node.ca.end = None
+    for child in node.values() if isinstance(node, dict) else node if isinstance(node, list) else ():
+        _without_comments(child)
+    return node
+
+
 def _drop_end_of_line_comment(mapping: Any, key: Any) -> None:
     """Remove the comment on `key`'s line of a ruamel CommentedMap, keeping the lines after it."""
     items = getattr(getattr(mapping, "ca", None), "items", {})
@@ -111,7 +123,7 @@ def merged_params_text(name: str, params_path: str | Path) -> str:
     load_params(params_path)  # a missing or malformed params file is a ConfigError naming it
     yaml = _round_trip_yaml()
     base = yaml.load(Path(params_path).read_text(encoding="utf-8"))
-    merged = merge_overlay(base, yaml.load(preset.text))
+    merged = merge_overlay(base, _without_comments(yaml.load(preset.text)))
     out = io.StringIO()
     yaml.dump(merged, out)
     return out.getvalue()
