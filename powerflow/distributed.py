@@ -124,7 +124,9 @@ def train_on_ranks(cfg: PipelineConfig, rank_args: list[str], result: Path) -> d
     A stale `result` is removed first, so only this launch's can be read back.
     """
     from powerflow.orchestration import free_port, stop_process_group
+    from powerflow.pipeline import rollout_engine_arguments
 
+    rollout_engine_arguments(cfg)  # train.use_vllm without vLLM or a GPU: one error here, not one per rank
     path = accelerate_config_path(cfg)
     cluster = load_accelerate_config(path)
     check_launchable(cluster, path)

@@ -86,3 +86,16 @@ def test_bad_gpu_settings_name_the_key_and_the_fix(train, match):
 def test_params_yaml_types_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="train.bf16 must be true or false"):
         _cfg(tmp_path, bf16="yes")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="checks the machine without vLLM")
+def test_use_vllm_without_vllm_fails_before_accelerate_launches_ranks(tmp_path):
+    import shutil
+
+    from powerflow import distributed
+
+    shutil.copytree(Path(__file__).resolve().parents[2] / "infra" / "accelerate", tmp_path / "infra" / "accelerate")
+    cfg = _cfg(tmp_path, use_vllm=True, accelerate_config="infra/accelerate/ddp_cpu.yaml")
+    assert distributed.launches(cfg)
+    with pytest.raises(UserError, match="train.use_vllm=true needs the gpu extra"):
+        distributed.train_on_ranks(cfg, ["--alpha", "4.0", "--objective", "la_tb"], tmp_path / "result.json")
