@@ -126,8 +126,6 @@ class MotoS3Server:
             "AWS_ENDPOINT_URL": self.endpoint_url,       # boto3 >= 1.28, aiobotocore
             "AWS_ENDPOINT_URL_S3": self.endpoint_url,
             "MLFLOW_S3_ENDPOINT_URL": self.endpoint_url,  # MLflow's S3 artifact repository
-            "AWS_CONFIG_FILE": os.devnull,                # ignore a developer's ~/.aws profiles
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         }
 
     def client(self):
