@@ -514,8 +514,7 @@ class PowerFlowTrainer(GRPOTrainer):
                     f"checkpoint {resume_from_checkpoint} has no {LOGZ_HEAD_FILE}: it was not written by "
                     "PowerFlowTrainer with logz='head'; resume with the same logz setting it was trained with."
                 )
-            # read on CPU (safetensors refuses "cpu:0", the device of a gloo rank); load_state_dict copies over
-            self.logz_head.load_state_dict(load_file(path, device="cpu"))
+            load_logz_state(path, self.logz_head)
             self._logz_warm = True
 
 
@@ -553,13 +552,56 @@ def resolved_config(args: PowerFlowConfig) -> dict:
     return json.loads(args.to_json_string())
 
 
-def load_logz_head(checkpoint_dir: str | Path) -> LogZHead:
-    """Rebuild the log Z head saved in a checkpoint directory."""
-    path = Path(checkpoint_dir) / LOGZ_HEAD_FILE
+def load_logz_head(checkpoint_dir: str | Path, hidden_size: int | None = None) -> LogZHead:
+    """Rebuild the log Z head saved in a checkpoint directory (its size from the file's metadata).
+
+    hidden_size: the policy's hidden size, when known; a head of another size is refused. Any
+    problem with the file is a CheckpointError naming it (missing, corrupt, wrong shapes).
+    """
     from safetensors import safe_open
 
+    from powerflow.checkpoints import CheckpointError, check_safetensors_file
+
+    path = Path(checkpoint_dir) / LOGZ_HEAD_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{checkpoint_dir} has no {LOGZ_HEAD_FILE}: it is not a PowerFlowTrainer checkpoint "
+                              "trained with logz='head' (or the file was not copied with it).")
+    check_safetensors_file(path)
     with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-    head = LogZHead(int(meta["hidden_size"]), int(meta["width"]))
-    head.load_state_dict(load_file(path))
+        meta = f.metadata() or {}
+    try:
+        size, width = int(meta["hidden_size"]), int(meta["width"])
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{path} lacks the hidden_size/width metadata PowerFlowTrainer writes (got {meta}): "
+                              "it was not saved by powerflow; use the head saved with the policy.") from err
+    if hidden_size is not None and size != hidden_size:
+        raise CheckpointError(f"{path} is a log Z head for hidden size {size}, but the policy's hidden size is "
+                              f"{hidden_size}: use the head saved with this policy.")
+    head = LogZHead(size, width)
+    load_logz_state(path, head)
     return head
+
+
+def load_logz_state(path: Path, head: LogZHead) -> None:
+    """Load a saved head's tensors into `head`, refusing (CheckpointError) names or shapes that differ."""
+    from safetensors import SafetensorError
+
+    from powerflow.checkpoints import CheckpointError
+
+    try:
+        # read on CPU (safetensors refuses "cpu:0", the device of a gloo rank); load_state_dict copies over
+        saved = load_file(path, device="cpu")
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err}): it is truncated or corrupt.") from err
+    expected = {k: tuple(v.shape) for k, v in head.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in saved.items()}
+    if found != expected:
+        wrong = [f"{k} {list(found[k])} (expected {list(expected[k])})" for k in expected if k in found
+                 and found[k] != expected[k]]
+        missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+        parts = ([f"wrong shapes: {', '.join(wrong)}"] if wrong else []) + \
+                ([f"missing: {', '.join(missing)}"] if missing else []) + ([f"unexpected: {', '.join(extra)}"] if extra else [])
+        raise CheckpointError(f"{path} does not fit a log Z head of hidden size {head.hidden_size}, width {head.width} "
+                              f"({'; '.join(parts)}): it belongs to another model or was edited; use the head saved "
+                              "with this policy.")
+    head.load_state_dict(saved)

@@ -129,3 +129,57 @@ def test_unknown_baseline_in_params(tmp_path):
     out = run(["powerflow", "prepare"], project)
     _assert_one_error(out, "baselines.inference", "beam_search", "low_temperature, mcmc")
     _nothing_written(project)
+
+
+def _model_project(tmp_path, break_model):
+    """A project whose model.name_or_path is a local model directory, broken by `break_model(path)`."""
+    from tests.model_dirs import save_world_model
+
+    model = save_world_model(tmp_path / "model")
+    break_model(model)
+    return _project(tmp_path, lambda p: p["model"].update(name_or_path=str(model))), model
+
+
+def test_pickle_only_model_is_refused(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    def to_pickle(model):
+        torch.save(load_file(model / "model.safetensors"), model / "pytorch_model.bin")
+        (model / "model.safetensors").unlink()
+
+    project, model = _model_project(tmp_path, to_pickle)
+    out = run(["powerflow", "pretrain"], project)
+    _assert_one_error(out, "pytorch_model.bin", "safetensors only", "save_pretrained")
+    _nothing_written(project)
+
+
+def test_model_asking_for_custom_code_is_refused_unless_trusted(tmp_path):
+    def add_auto_map(model):
+        config = json.loads((model / "config.json").read_text())
+        config["auto_map"] = {"AutoModelForCausalLM": "modeling_custom.CustomModel"}
+        (model / "config.json").write_text(json.dumps(config))
+
+    project, _model = _model_project(tmp_path, add_auto_map)
+    out = run(["powerflow", "prepare"], project)
+    _assert_one_error(out, "modeling_custom.CustomModel", "model.trust_remote_code: true")
+    _nothing_written(project)
+
+
+@pytest.mark.slow
+def test_model_with_resized_weights_is_refused_at_evaluation(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    def resize(model):
+        weights = load_file(model / "model.safetensors")
+        weights["model.layers.0.mlp.down_proj.weight"] = torch.zeros(33, 64)
+        save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+
+    project, _model = _model_project(tmp_path, resize)
+    assert run(["powerflow", "prepare"], project).returncode == 0  # the tokenizer is fine
+    out = run(["powerflow", "evaluate", "--run", "base"], project)
+    _assert_one_error(out, "model.layers.0.mlp.down_proj.weight", "[33, 64]", "[32, 64]")
+    assert not (project / "outputs" / "eval").exists()
+    assert not (project / "models").exists()
+    assert not (project / "mlflow.db").exists()
