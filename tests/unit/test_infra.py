@@ -139,6 +139,9 @@ def test_prefect_server_on_postgres_and_a_process_worker(services):
     worker = services["prefect-worker"]
     assert command_text(worker) == "prefect worker start --pool ${PREFECT_WORK_POOL} --type process"
     assert worker["environment"]["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+    # the worker polls the pool the root prefect.yaml deploys to
+    pools = {d["work_pool"]["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+    assert pools == {env_example("stack")["PREFECT_WORK_POOL"]}
 
 
 def test_project_services_build_the_cpu_image(services, compose):
