@@ -72,12 +72,17 @@ def get_preset(name: str) -> Preset:
 
 def _round_trip_yaml():
     from ruamel.yaml import YAML
+    from ruamel.yaml.representer import RoundTripRepresenter
 
+    class _Representer(RoundTripRepresenter):
+        """Writes null as `null` (params.yaml's spelling), not as an empty value; a subclass, so
+        ruamel's shared representer (DVC's too) is left as it is."""
+
+    _Representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     yaml = YAML(typ="rt")
+    yaml.Representer = _Representer
     yaml.preserve_quotes = True
     yaml.width = 4096  # never re-wrap a long line of the user's file
-    # write null as `null` (params.yaml's spelling), not as an empty value
-    yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     return yaml
 
 
