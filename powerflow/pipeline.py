@@ -366,9 +366,13 @@ def train_policy(cfg: PipelineConfig, alpha: str, objective: str, run_id: str | 
     """
     from datasets import Dataset
 
+    from powerflow import distributed
     from powerflow.trainer import PowerFlowTrainer
 
     name, value = run_name(alpha, objective), float(alpha_label(alpha))
+    if distributed.launches(cfg):  # train.accelerate_config: this step runs on the config's ranks
+        return distributed.train_on_ranks(cfg, distributed.rank_arguments(alpha_label(alpha), objective, run_id=run_id),
+                                          layout_of(cfg).train_outputs(name) / "metrics.json")
     prompts, manifest = training_prompts(cfg)
 
     def build(model, tokenizer, peft_config, callbacks):
@@ -378,7 +382,8 @@ def train_policy(cfg: PipelineConfig, alpha: str, objective: str, run_id: str | 
 
     summary = fit_and_save(cfg, name, build, run_params(cfg, value, objective), run_id)
     summary.update({"alpha": value, "objective": objective, "prompts_sha256": manifest.get("prompts_sha256")})
-    write_json_atomic(summary, layout_of(cfg).train_outputs(name) / "metrics.json")
+    if distributed.is_main_rank():
+        write_json_atomic(summary, layout_of(cfg).train_outputs(name) / "metrics.json")
     return summary
 
 
@@ -388,7 +393,8 @@ def fit_and_save(cfg: PipelineConfig, name: str, build: Callable[..., Any], para
     save the merged policy to models/policies/<name>/ and the curves to outputs/train/<name>/.
 
     Resumes from runs/train/<name>/ when a killed run with the same params left a checkpoint.
-    Returns the training summary (train/* numbers).
+    Returns the training summary (train/* numbers). On several ranks (powerflow.distributed) every
+    rank trains; only rank 0 writes the policy and the curves.
     """
     import shutil
 
@@ -412,20 +418,56 @@ def fit_and_save(cfg: PipelineConfig, name: str, build: Callable[..., Any], para
         callbacks.append(MlflowStepLogger(run_id, prefix="train/"))
     trainer = build(model, tokenizer, peft_config, callbacks)
     started = time.perf_counter()
-    resume = resumable_checkpoint(workdir, params)
+    with trainer.accelerator.main_process_first():  # rank 0 clears a stale workdir before the others look
+        resume = resumable_checkpoint(workdir, params)
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
 
-    with atomic_directory(lay.policy(name)) as tmp:
-        policy = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
+    if trainer.accelerator.num_processes > 1:
+        save_gathered_policy(cfg, trainer, tokenizer, peft_config is not None, workdir / "gathered", lay.policy(name))
+    else:
+        with atomic_directory(lay.policy(name)) as tmp:
+            policy = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
+            policy.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            if hasattr(trainer, "save_powerflow_files"):
+                trainer.save_powerflow_files(tmp)
+    summary = training_summary(trainer, history.rows, seconds, resumed_from=resume)
+    if trainer.accelerator.is_main_process:
+        shutil.rmtree(workdir, ignore_errors=True)  # the policy is saved; its checkpoints are no longer needed
+        write_history_csv(history.rows, lay.train_outputs(name) / "history.csv")
+    return summary
+
+
+def save_gathered_policy(cfg: PipelineConfig, trainer, tokenizer, lora: bool, staging: Path, out: Path) -> None:
+    """Several ranks: save the policy as one process does, from the weights every rank gathers.
+
+    Every rank joins `trainer.save_model` (collective: FSDP with FULL_STATE_DICT and DeepSpeed ZeRO-3
+    gather their shards there; the adapter, or the full model, and PowerFlowTrainer's log Z head and
+    config land in `staging`). Rank 0 then folds the saved adapter into a fresh copy of the base and
+    writes `out` whole: the same files as a single-process run.
+    """
+    import shutil
+
+    trainer.save_model(str(staging))
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.accelerator.is_main_process:
+        return
+    from powerflow.trainer import CONFIG_FILE, LOGZ_HEAD_FILE
+
+    with atomic_directory(out) as tmp:
+        if lora:
+            from peft import PeftModel
+
+            base = load_causal_lm(base_model_source(cfg), cfg.model.trust_remote_code)
+            policy = PeftModel.from_pretrained(base, str(staging)).merge_and_unload()
+        else:
+            policy = load_causal_lm(str(staging), cfg.model.trust_remote_code)
         policy.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if hasattr(trainer, "save_powerflow_files"):
-            trainer.save_powerflow_files(tmp)
-    summary = training_summary(trainer, history.rows, seconds, resumed_from=resume)
-    shutil.rmtree(workdir, ignore_errors=True)  # the policy is saved; its checkpoints are no longer needed
-    write_history_csv(history.rows, lay.train_outputs(name) / "history.csv")
-    return summary
+        for extra in (LOGZ_HEAD_FILE, CONFIG_FILE):
+            if (staging / extra).is_file():
+                shutil.copy2(staging / extra, tmp / extra)
 
 
 # ------------------------------------------------------------------------------ baselines
@@ -476,9 +518,13 @@ def train_baseline(cfg: PipelineConfig, method: str, run_id: str | None = None) 
     from datasets import Dataset
     from trl import GRPOConfig
 
+    from powerflow import distributed
     from powerflow.baselines.trainers import baseline_trainer, recipe
 
     method = check_baseline(method)
+    if distributed.launches(cfg):  # train.accelerate_config: this step runs on the config's ranks
+        return distributed.train_on_ranks(cfg, distributed.rank_arguments(method=method, run_id=run_id),
+                                          layout_of(cfg).train_outputs(method) / "metrics.json")
     _prompts, manifest = training_prompts(cfg)
     rows = training_rows(cfg)
     if method == "grpo":  # answers are JSON strings so lists (open-ended keys) fit one column type
@@ -499,8 +545,9 @@ def train_baseline(cfg: PipelineConfig, method: str, run_id: str | None = None) 
     summary = fit_and_save(cfg, method, build, run_params(cfg, None, None, method), run_id)
     summary.update({"method": method, "prompts_sha256": manifest.get("prompts_sha256")})
     out = layout_of(cfg).train_outputs(method)
-    write_json_atomic(recipe(method, args), out / "recipe.json")
-    write_json_atomic(summary, out / "metrics.json")
+    if distributed.is_main_rank():
+        write_json_atomic(recipe(method, args), out / "recipe.json")
+        write_json_atomic(summary, out / "metrics.json")
     return summary
 
 
