@@ -18,7 +18,14 @@ from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.utils import DistributedType, is_deepspeed_available
 
 from powerflow.config import ConfigError, TrainConfig, load_pipeline_config, section_from_dict
-from powerflow.distributed import check_launchable, launch_command, load_accelerate_config
+from powerflow.distributed import (
+    LaunchError,
+    check_launchable,
+    launch_command,
+    load_accelerate_config,
+    rank_arguments,
+    train_on_ranks,
+)
 from powerflow.orchestration import free_port
 from tests.model import multi_rank_grads as ranks
 from tests.pipeline_project import ROOT, make_project, run, tiny_params
@@ -171,3 +178,18 @@ def test_train_stage_on_two_cpu_ranks_writes_the_policy_and_one_run(tmp_path):
     for key in ("train/loss", "train/powerflow/log_z", "train/grad_norm"):
         history = client.get_metric_history(run_id, key)
         assert sorted(m.step for m in history) == list(range(1, steps + 1)), key  # once per step: rank 0 only
+
+
+def test_a_failing_rank_fails_the_step_with_a_launch_error(tmp_path, capfd):
+    params = tiny_params()
+    params["train"].update(accelerate_config="cpu.yaml", num_processes=2)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copy(CONFIGS / "ddp_cpu.yaml", tmp_path / "cpu.yaml")
+    cfg = load_pipeline_config(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").unlink()  # every rank fails to read its params
+    result = tmp_path / "metrics.json"
+    result.write_text("{}")  # a stale result must not pass for this launch's
+    with pytest.raises(LaunchError, match=r"accelerate launch --config_file .*cpu.yaml` exited with status"):
+        train_on_ranks(cfg, rank_arguments("2.0", "la_tb"), result)
+    assert not result.exists()
+    assert "powerflow: error (rank 1)" in capfd.readouterr().err
