@@ -79,6 +79,12 @@ class Layout:
         """Trainer checkpoints of a run in progress (not a DVC output: a rerun resumes from them)."""
         return self.root / "runs" / "train" / name
 
+    def pending_metrics(self, name: str) -> Path:
+        """Step metrics the tracking server has not taken yet (not a DVC output: DVC never deletes it)."""
+        from powerflow.tracking.pending import PENDING_FILE
+
+        return self.train_outputs(name) / PENDING_FILE
+
     def registration(self, name: str) -> Path:
         return self.root / "outputs" / "register" / f"{name}.json"
 
@@ -172,6 +178,9 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
     """AutoTokenizer for a directory or model id, with a fixable error when it cannot be found."""
     from transformers import AutoTokenizer
 
+    from powerflow.checkpoints import check_remote_code
+
+    check_remote_code(source, trust_remote_code)
     try:
         return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
@@ -179,15 +188,39 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
 
 
 def load_causal_lm(source: str, trust_remote_code: bool = False, dtype: str = "float32"):
-    """AutoModelForCausalLM from safetensors only, fp32 (or `dtype`), eval mode; fixable error when not found."""
+    """AutoModelForCausalLM from safetensors only, fp32 (or `dtype`), eval mode; fixable error when not found.
+
+    Refused with a CheckpointError (powerflow.checkpoints): pickle-only or corrupt weights, weights
+    that do not match config.json name for name and shape for shape (never re-initialised at
+    random), and custom code (`auto_map`) unless model.trust_remote_code is true.
+    """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
+    from powerflow.checkpoints import CheckpointError, check_loading_info
+
+    check_model_source(source, trust_remote_code)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source, trust_remote_code=trust_remote_code, use_safetensors=True, dtype=dtype)
+        model, info = AutoModelForCausalLM.from_pretrained(
+            source, trust_remote_code=trust_remote_code, use_safetensors=True, dtype=dtype,
+            output_loading_info=True, ignore_mismatched_sizes=True)
+    except SafetensorError as err:
+        raise CheckpointError(f"the weights of {source} are not readable safetensors ({err}): they are truncated or "
+                              "corrupt; copy or download the model again.") from err
     except (OSError, ValueError) as err:
         raise UserError(_unknown_model_message(source, err)) from err
+    check_loading_info(source, info)
     return model.eval()
+
+
+def check_model_source(source: str, trust_remote_code: bool = False) -> None:
+    """What load_causal_lm checks before loading (weights format, file headers, custom code), alone: cheap."""
+    from powerflow.checkpoints import check_checkpoint_dir, check_remote_code
+
+    if Path(source).expanduser().is_dir():
+        check_checkpoint_dir(Path(source).expanduser(), trust_remote_code)
+    else:
+        check_remote_code(source, trust_remote_code)
 
 
 def _unknown_model_message(source: str, err: Exception) -> str:
@@ -228,6 +261,7 @@ def pretrain_base(cfg: PipelineConfig) -> dict:
     out = layout_of(cfg).base_model
     if not cfg.model.is_world:
         load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)  # fail here, not in train
+        check_model_source(cfg.model.name_or_path, cfg.model.trust_remote_code)
         with atomic_directory(out) as tmp:
             write_json_atomic({"name_or_path": cfg.model.name_or_path, "pretrained_here": False},
                               tmp / "powerflow_base.json")
@@ -318,42 +352,97 @@ def rollout_engine_arguments(cfg: PipelineConfig) -> dict[str, Any]:
     return settings
 
 
-class _HistoryRecorder:
-    """Collects the trainer's per-step logs (the training curves) in memory."""
+def history_rows(log_history: list[dict]) -> list[dict]:
+    """The per-step training curves (step + HISTORY_KEYS) from the trainer's log history.
 
-    def __init__(self):
-        from transformers import TrainerCallback
-
-        recorder = self
-
-        class _Callback(TrainerCallback):
-            def on_log(self, args, state, control, logs=None, **kwargs):
-                if logs and "loss" in logs:
-                    row = {"step": state.global_step}
-                    # a key can be logged as None (EMPO: every group of the step dropped, no reward)
-                    row.update({k: float(logs[k]) for k in HISTORY_KEYS if logs.get(k) is not None})
-                    recorder.rows.append(row)
-
-        self.rows: list[dict] = []
-        self.callback = _Callback()
+    Read from `trainer.state.log_history`, which a resumed trainer restores from its checkpoint, so
+    a run that was killed and resumed still has every step (a step logged twice keeps its last
+    entry). A key logged as None is left out (EMPO: every group of the step dropped, no reward).
+    """
+    rows: dict[int, dict] = {}
+    for logs in log_history:
+        if "loss" in logs:
+            row = {"step": int(logs["step"])}
+            row.update({k: float(logs[k]) for k in HISTORY_KEYS if logs.get(k) is not None})
+            rows[row["step"]] = row
+    return [rows[step] for step in sorted(rows)]
 
 
-def resumable_checkpoint(workdir: Path, params: dict) -> str | None:
-    """The newest checkpoint a killed run with the same params left in `workdir`, if any.
+# The stamp of the params a workdir's checkpoints were trained with, and the MLflow run they log to.
+WORKDIR_STAMP = "params.sha256"
+WORKDIR_RUN = "run.json"
 
-    A workdir written under other params (or by an older version of them) is cleared first, so a
-    rerun never resumes someone else's training. The params' hash is kept in workdir/params.sha256.
+
+def training_workdir(workdir: Path, params: dict) -> Path:
+    """`workdir` (runs/train/<name>/) ready for a run with `params`: kept if a run with the same
+    params left it (its checkpoints and MLflow run id are resumed), cleared first otherwise.
+
+    The params' hash is kept in workdir/params.sha256, so a rerun never resumes someone else's
+    training or logs into someone else's run.
     """
     import shutil
 
-    from transformers.trainer_utils import get_last_checkpoint
-
-    stamp, digest = workdir / "params.sha256", params_sha256(params)
+    stamp, digest = workdir / WORKDIR_STAMP, params_sha256(params)
     if workdir.is_dir() and (not stamp.is_file() or stamp.read_text().strip() != digest):
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(digest + "\n")
-    return get_last_checkpoint(str(workdir))
+    write_text_atomic(digest + "\n", stamp)
+    return workdir
+
+
+def resumable_checkpoint(workdir: Path, params: dict) -> str | None:
+    """The newest complete checkpoint a killed run with the same params left in `workdir`, if any.
+
+    The trainer writes trainer_state.json last, so a checkpoint without a readable one was cut
+    off mid-write by the kill: it is removed and the one before it (kept by save_total_limit
+    until the new one is whole) is resumed instead.
+    """
+    import shutil
+
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    training_workdir(workdir, params)
+    by_step = sorted((int(p.name.rsplit("-", 1)[1]), p) for p in workdir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                     if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit())
+    for _step, path in reversed(by_step):
+        if checkpoint_is_complete(path):
+            return str(path)
+        shutil.rmtree(path)
+    return None
+
+
+def train_or_restore(trainer, checkpoint: str | None) -> None:
+    """trainer.train(), resumed from `checkpoint`; a checkpoint of the last step is only loaded.
+
+    transformers' Trainer checks max_steps only after an optimizer step, so train() resumed from a
+    checkpoint saved at max_steps would train one step more (measured: global_step max_steps + 1).
+    A run that finished training but failed to close its MLflow run would then not end with the
+    parameters it trained. Such a checkpoint is loaded the way train() loads one (weights, log Z
+    head, trainer state with its log history) and nothing is trained.
+    """
+    from transformers import TrainerState
+
+    if checkpoint is not None:
+        state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+        if state.global_step >= trainer.args.max_steps > 0:
+            trainer._load_from_checkpoint(checkpoint)
+            trainer.state = state
+            return
+    trainer.train(resume_from_checkpoint=checkpoint)
+
+
+def checkpoint_is_complete(path: Path) -> bool:
+    """Whether a trainer checkpoint was written to the end (its trainer_state.json parses)."""
+    try:
+        json.loads((path / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def checkpoint_step(checkpoint: str | None) -> int:
+    """The global step a checkpoint directory (…/checkpoint-<step>) was saved at; 0 for None."""
+    return int(Path(checkpoint).name.rsplit("-", 1)[1]) if checkpoint else 0
 
 
 def train_policy(cfg: PipelineConfig, alpha: str, objective: str, run_id: str | None = None) -> dict:
@@ -392,9 +481,12 @@ def fit_and_save(cfg: PipelineConfig, name: str, build: Callable[..., Any], para
     """Train the trainer `build(model, tokenizer, peft_config, callbacks)` makes from the base model;
     save the merged policy to models/policies/<name>/ and the curves to outputs/train/<name>/.
 
-    Resumes from runs/train/<name>/ when a killed run with the same params left a checkpoint.
-    Returns the training summary (train/* numbers). On several ranks (powerflow.distributed) every
-    rank trains; only rank 0 writes the policy and the curves.
+    Resumes from runs/train/<name>/ when a killed run with the same params left a checkpoint; the
+    trainer saves a last checkpoint at the final step, and that folder is kept until the MLflow run
+    is closed (`close_member_run`), so a rerun after a failed close trains nothing again. Step
+    metrics the tracking server did not take are kept in outputs/train/<name>/mlflow_pending.jsonl
+    (`MlflowStepLogger`). Returns the training summary (train/* numbers). On several ranks
+    (powerflow.distributed) every rank trains; only rank 0 writes the policy and the curves.
     """
     import shutil
 
@@ -410,17 +502,17 @@ def fit_and_save(cfg: PipelineConfig, name: str, build: Callable[..., Any], para
     if cfg.train.lora_r > 0:
         peft_config = LoraConfig(r=cfg.train.lora_r, lora_alpha=cfg.train.lora_alpha,
                                  target_modules="all-linear", lora_dropout=0.0)
-    history = _HistoryRecorder()
-    callbacks = [history.callback]
+    callbacks = []
     if run_id is not None:
         from powerflow.tracking import MlflowStepLogger
 
-        callbacks.append(MlflowStepLogger(run_id, prefix="train/"))
+        callbacks.append(MlflowStepLogger(run_id, prefix="train/", spool=lay.pending_metrics(name),
+                                          timeout_s=cfg.tracking.timeout_s))
     trainer = build(model, tokenizer, peft_config, callbacks)
     started = time.perf_counter()
     with trainer.accelerator.main_process_first():  # rank 0 clears a stale workdir before the others look
         resume = resumable_checkpoint(workdir, params)
-    trainer.train(resume_from_checkpoint=resume)
+    train_or_restore(trainer, resume)
     seconds = time.perf_counter() - started
 
     if trainer.accelerator.num_processes > 1:
@@ -432,10 +524,12 @@ def fit_and_save(cfg: PipelineConfig, name: str, build: Callable[..., Any], para
             tokenizer.save_pretrained(tmp)
             if hasattr(trainer, "save_powerflow_files"):
                 trainer.save_powerflow_files(tmp)
-    summary = training_summary(trainer, history.rows, seconds, resumed_from=resume)
+    rows = history_rows(trainer.state.log_history)
+    summary = training_summary(trainer, rows, seconds, resumed_from=resume)
     if trainer.accelerator.is_main_process:
-        shutil.rmtree(workdir, ignore_errors=True)  # the policy is saved; its checkpoints are no longer needed
-        write_history_csv(history.rows, lay.train_outputs(name) / "history.csv")
+        if run_id is None:  # no run to close: the policy is saved, its checkpoints are no longer needed
+            shutil.rmtree(workdir, ignore_errors=True)
+        write_history_csv(rows, lay.train_outputs(name) / "history.csv")
     return summary
 
 
@@ -575,6 +669,7 @@ def training_summary(trainer, rows: list[dict], seconds: float, resumed_from: st
         "train/seconds": seconds,
         "train/skipped_steps": getattr(trainer, "skipped_steps", 0),
         "train/resumed": resumed_from is not None,
+        "train/resumed_from_step": checkpoint_step(resumed_from),
     })
     return summary
 
@@ -637,18 +732,43 @@ def open_training_run(cfg: PipelineConfig, alpha: str, objective: str) -> str:
 
 def open_member_run(cfg: PipelineConfig, name: str, alpha: float | None, objective: str | None,
                     method: str | None = None) -> str:
-    """The MLflow child run of one trained member (Power-Flow or a baseline); run.json holds its id."""
+    """The MLflow child run of one trained member (Power-Flow or a baseline); run.json holds its id.
+
+    A training of the same params that was killed or could not close its run left its run id in
+    runs/train/<name>/run.json: its rerun resumes that run (and its checkpoints) instead of
+    starting a second one, as long as the store still has it.
+    """
     from powerflow import tracking
     from powerflow.data import load_prepared
 
-    _prompts, _answers, manifest = load_prepared(_require(layout_of(cfg).prepared, "prepare"))
+    lay = layout_of(cfg)
+    _prompts, _answers, manifest = load_prepared(_require(lay.prepared, "prepare"))
     experiment_id = tracking_experiment(cfg)
-    parent = sweep_parent(cfg, experiment_id)
-    tags = run_tags(cfg, alpha, objective, manifest.get("prompts_sha256", ""), method)
-    run_id = tracking.start_child_run(experiment_id, parent, name, run_params(cfg, alpha, objective, method), tags)
-    write_json_atomic({"run_id": run_id, "parent_run_id": parent, "experiment_id": experiment_id, "name": name},
-                      layout_of(cfg).train_outputs(name) / "run.json")
-    return run_id
+    params = run_params(cfg, alpha, objective, method)
+    workdir = training_workdir(lay.train_workdir(name), params)
+    record = unfinished_run(workdir, experiment_id)
+    if record is None:
+        parent = sweep_parent(cfg, experiment_id)
+        tags = run_tags(cfg, alpha, objective, manifest.get("prompts_sha256", ""), method)
+        run_id = tracking.start_child_run(experiment_id, parent, name, params, tags)
+        record = {"run_id": run_id, "parent_run_id": parent, "experiment_id": experiment_id, "name": name}
+        write_json_atomic(record, workdir / WORKDIR_RUN)
+    write_json_atomic(record, lay.train_outputs(name) / "run.json")
+    return record["run_id"]
+
+
+def unfinished_run(workdir: Path, experiment_id: str) -> dict | None:
+    """The run record (run.json) an unfinished training in `workdir` logged to, if the store has that run."""
+    from powerflow import tracking
+
+    path = workdir / WORKDIR_RUN
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("experiment_id") != experiment_id or not tracking.run_is_active(record["run_id"], experiment_id):
+        return None
+    return record
 
 
 def close_training_run(cfg: PipelineConfig, alpha: str, objective: str, run_id: str) -> None:
@@ -656,11 +776,71 @@ def close_training_run(cfg: PipelineConfig, alpha: str, objective: str, run_id: 
     close_member_run(cfg, run_name(alpha, objective), run_id)
 
 
+class ResultsNotLoggedError(UserError):
+    """Training finished but the tracking server stayed unreachable; the message says where the
+    results are kept and which command sends them."""
+
+
 def close_member_run(cfg: PipelineConfig, name: str, run_id: str) -> None:
-    """Log a trained member's final numbers, its resolved config and its curves to its run."""
+    """Send the run's pending step metrics, then its final numbers, config and curves; clear its workdir.
+
+    An unreachable tracking server is waited for up to tracking.outage_wait_s, then the step fails
+    with ResultsNotLoggedError naming the files that hold the results. runs/train/<name>/ (the
+    final checkpoint and the run id) is removed only once everything is logged, so the rerun the
+    message asks for resumes at the last step, trains nothing, and logs into the same run.
+    """
+    import shutil
+
+    from powerflow import tracking
+
+    lay = layout_of(cfg)
+    deadline = time.monotonic() + cfg.tracking.outage_wait_s
+    while True:
+        try:
+            with tracking.bounded_requests():
+                log_training_results(cfg, name, run_id)
+            break
+        except Exception as err:
+            if not tracking.is_unreachable(err):
+                raise
+            if time.monotonic() >= deadline:
+                raise ResultsNotLoggedError(results_kept_message(cfg, name, run_id, err)) from err
+            time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+    shutil.rmtree(lay.train_workdir(name), ignore_errors=True)
+
+
+def results_kept_message(cfg: PipelineConfig, name: str, run_id: str, err: Exception) -> str:
+    """Where a trained member's results wait for an unreachable tracking server, and the command that sends them."""
+    from powerflow.tracking import PendingMetrics, resolve_tracking_uri
+
+    lay = layout_of(cfg)
+    out, pending = lay.train_outputs(name), PendingMetrics(lay.pending_metrics(name))
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    kept = [f"the policy {lay.policy(name)}/", f"its numbers {out / 'metrics.json'} and {out / 'history.csv'}"]
+    if pending.path.is_file():
+        kept.append(f"{len(pending)} step metrics not yet logged in {pending.path}")
+    kept.append(f"the final trainer checkpoint in {lay.train_workdir(name)}/")
+    return (f"training of {name} finished, but the MLflow tracking store "
+            f"{resolve_tracking_uri(cfg.tracking, cfg.project_root)} did not take its results within "
+            f"tracking.outage_wait_s={cfg.tracking.outage_wait_s:g} s ({first}). Nothing is lost; kept on disk: "
+            f"{'; '.join(kept)}. Start the server and run `{train_command(name)}` again (or `dvc repro`): it "
+            f"resumes at the final checkpoint, trains no further step, and logs everything to run {run_id}.")
+
+
+def train_command(name: str) -> str:
+    """The `powerflow train` command line of a trained member (alpha-4.0-la_tb, grpo, ...)."""
+    if name in TRAINED_BASELINES:
+        return f"powerflow train --method {name}"
+    alpha, objective = name.removeprefix("alpha-").rsplit("-", 1)
+    return f"powerflow train --alpha {alpha} --objective {objective}"
+
+
+def log_training_results(cfg: PipelineConfig, name: str, run_id: str) -> None:
+    """Log a trained member's pending step metrics, final numbers, resolved config and curves to its run."""
     from powerflow import tracking
 
     tracking_experiment(cfg)
+    tracking.PendingMetrics(layout_of(cfg).pending_metrics(name)).send()
     out = layout_of(cfg).train_outputs(name)
     metrics = json.loads((out / "metrics.json").read_text())
     curves = {f"train/{k}" for k in HISTORY_KEYS}  # already logged step by step during training

@@ -85,3 +85,17 @@ def run(cmd: list[str], project: Path, timeout: int = 900, **env: str) -> subpro
     exe = str(BIN / cmd[0]) if (BIN / cmd[0]).exists() else cmd[0]
     return subprocess.run([exe, *cmd[1:]], cwd=project, env=env_for(project, **env), capture_output=True,
                           text=True, timeout=timeout)
+
+
+def prepared_project(path: Path, alphas=(2.0,), **train) -> Path:
+    """A tiny project (no git) with `train` overrides, its prompts prepared and its base pretrained:
+    ready for `powerflow train`."""
+    project = make_project(path, alphas=alphas, git=False)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"].update(train)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (["powerflow", "prepare"], ["powerflow", "pretrain"]):
+        out = run(cmd, project)
+        if out.returncode != 0:
+            raise RuntimeError(f"`{' '.join(cmd)}` failed in {project}:\n{out.stderr[-3000:]}")
+    return project

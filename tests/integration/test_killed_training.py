@@ -17,30 +17,16 @@ import time
 
 import mlflow
 import pytest
-import yaml
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
-from tests.pipeline_project import BIN, env_for, make_project, run
+from tests.pipeline_project import BIN, env_for, prepared_project, run
 
 pytestmark = pytest.mark.slow
 
 STEPS, SAVE_STEPS = 16, 3
 NAME = "alpha-2.0-la_tb"
 TRAIN = ["powerflow", "train", "--alpha", "2.0", "--objective", "la_tb"]
-
-
-def prepared_project(path):
-    """A tiny project (α = 2 only, STEPS training steps, a checkpoint every SAVE_STEPS) with its
-    prompts prepared and its base model pretrained."""
-    project = make_project(path, alphas=(2.0,), git=False)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["train"].update(steps=STEPS, save_steps=SAVE_STEPS)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["powerflow", "prepare"], ["powerflow", "pretrain"]):
-        out = run(cmd, project)
-        assert out.returncode == 0, out.stderr[-3000:]
-    return project
 
 
 def kill_after_first_checkpoint(project, timeout_s=600):
@@ -70,7 +56,7 @@ def weights(path):
 
 
 def test_killed_training_resumes_to_the_parameters_of_an_uninterrupted_run(tmp_path):
-    killed = prepared_project(tmp_path / "killed")
+    killed = prepared_project(tmp_path / "killed", steps=STEPS, save_steps=SAVE_STEPS)
     clean = tmp_path / "clean"
     shutil.copytree(killed, clean)
 
