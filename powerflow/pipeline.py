@@ -1234,7 +1234,8 @@ def write_alpha_metrics_csv(runs: list[dict], path: Path) -> Path:
 
 
 def set_registry_aliases(cfg: PipelineConfig) -> dict[str, str]:
-    """Point the registry aliases best-reasoning / best-diversity at the report's choices."""
+    """Point the registry aliases at the report's choices: best-<role> (the latest report of any sweep
+    on this base model) and <sweep>-best-<role> (this sweep's, untouched by other sweeps)."""
     from powerflow import tracking
 
     lay = layout_of(cfg)
@@ -1246,9 +1247,9 @@ def set_registry_aliases(cfg: PipelineConfig) -> dict[str, str]:
         if not name or name == BASE_RUN:
             continue
         record = json.loads(_require(lay.registration(name), "register").read_text())
-        alias = f"best-{role}"
-        tracking.set_alias(model_name, alias, record["version"])
-        aliases[alias] = f"{name} (version {record['version']})"
+        for alias in (f"best-{role}", tracking.sweep_alias(cfg.sweep.name, f"best-{role}")):
+            tracking.set_alias(model_name, alias, record["version"])
+            aliases[alias] = f"{name} (version {record['version']})"
     return aliases
 
 

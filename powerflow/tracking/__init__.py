@@ -28,6 +28,7 @@ from powerflow.tracking.registry import (
     resolve_version,
     set_alias,
     set_version_tags,
+    sweep_alias,
     version_tags,
 )
 from powerflow.tracking.pending import PENDING_FILE, PendingMetrics, bounded_requests, is_unreachable
@@ -80,6 +81,7 @@ __all__ = [
     "set_alias",
     "set_version_tags",
     "start_child_run",
+    "sweep_alias",
     "sweep_parent_run",
     "version_tags",
 ]

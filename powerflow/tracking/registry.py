@@ -196,6 +196,13 @@ def set_version_tags(model_name: str, version: str | int, tags: dict[str, str]) 
         client.set_model_version_tag(model_name, str(version), key, str(value))
 
 
+def sweep_alias(sweep: str, alias: str) -> str:
+    """The alias of one sweep's pick, "<sweep>-<alias>": every run of characters an alias cannot hold
+    (anything but letters, digits, '_' and '-') becomes one '-'. ("sweep 2.1", "best-reasoning") ->
+    "sweep-2-1-best-reasoning"."""
+    return f"{re.sub(r'[^A-Za-z0-9_-]+', '-', sweep).strip('-') or 'sweep'}-{alias}"
+
+
 def set_alias(model_name: str, alias: str, version: str | int) -> None:
     """Point `models:/<model_name>@<alias>` at `version` (moving the alias if it pointed elsewhere)."""
     from mlflow import MlflowClient

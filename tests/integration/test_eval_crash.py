@@ -109,4 +109,4 @@ def test_killed_evaluation_registers_nothing_and_a_rerun_completes(client):
     assert float(version.tags["eval/reasoning/accuracy_mean"]) == pytest.approx(metrics["reasoning/accuracy_mean"])
     assert "eval/reasoning/accuracy_mean" in member_run(client, MEMBER).data.metrics
     aliases = client.get_registered_model(MODEL).aliases
-    assert aliases.get("best-reasoning") == version.version
+    assert aliases.get("best-reasoning") == aliases.get("default-best-reasoning") == version.version

@@ -117,10 +117,11 @@ def test_each_checkpoint_is_registered_with_tags_and_aliases(project, client):
     assert set(by_alpha) == {"0.5", "2"}
     for v in versions:
         assert {"objective", "base_model", "prompts_sha256", "git_commit", "params_sha256"} <= set(v.tags)
-    # The report picks the runs; an alias points at each pick (a role with no eligible run has none).
+    # The report picks the runs; an alias points at each pick (a role with no eligible run has none),
+    # and the sweep's own alias (default-best-<role>) too, which another sweep's report leaves alone.
     best = json.loads((project / "outputs" / "report" / "summary.json").read_text())["best"]
     assert best["reasoning"] in {"alpha-0.5-la_tb", "alpha-2.0-la_tb"}
-    expected = {f"best-{role}": name for role, name in best.items() if name}
+    expected = {f"{prefix}best-{role}": name for role, name in best.items() if name for prefix in ("", "default-")}
     aliases = client.get_registered_model("powerflow-world").aliases
     assert set(aliases) == set(expected)
     for alias, name in expected.items():

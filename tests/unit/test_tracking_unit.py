@@ -131,3 +131,20 @@ def test_policy_model_import_registers_no_model_and_reads_prompts():
         prompts_from_input(pd.DataFrame({"x": ["a"], "y": ["b"]}))
     with pytest.raises(ValueError, match="prompt"):
         prompts_from_input([1, 2])
+
+
+@pytest.mark.parametrize("sweep, expected", [
+    ("sweep-a", "sweep-a-best-reasoning"),
+    ("team sweep 2.1", "team-sweep-2-1-best-reasoning"),
+    ("v1", "v1-best-reasoning"),  # never a reserved version alias (v<digits>)
+    ("...", "sweep-best-reasoning"),
+])
+def test_sweep_alias_is_a_valid_mlflow_alias_of_its_sweep(sweep, expected):
+    from mlflow.utils.validation import _validate_model_alias_name, _validate_model_alias_name_reserved
+
+    from powerflow.tracking import sweep_alias
+
+    alias = sweep_alias(sweep, "best-reasoning")
+    assert alias == expected
+    _validate_model_alias_name(alias)  # raises MlflowException on characters MLflow refuses
+    _validate_model_alias_name_reserved(alias)
