@@ -102,6 +102,20 @@ def test_pending_metrics_are_sent_once_each_with_their_last_value(store, tmp_pat
     assert [(m.step, m.value, m.timestamp) for m in history] == [(1, -5.0, 1000)]
 
 
+def test_prefect_does_not_retry_a_close_that_already_waited_out_the_outage():
+    """close_member_run waits tracking.outage_wait_s itself; its ResultsNotLoggedError must not start
+    three more waits (tasks/steps.py retries tracking steps unless the error is a UserError)."""
+    from mlflow.exceptions import MlflowException
+    from prefect.states import Failed
+
+    from powerflow.pipeline import ResultsNotLoggedError
+    from tasks.steps import close_training_run, retry_unless_user_error
+
+    assert close_training_run.retries == 3 and close_training_run.retry_condition_fn is retry_unless_user_error
+    assert retry_unless_user_error(None, None, Failed(data=ResultsNotLoggedError("server down"))) is False
+    assert retry_unless_user_error(None, None, Failed(data=MlflowException("database is locked"))) is True
+
+
 # ------------------------------------------------------------------------- a real server
 @pytest.fixture(scope="module")
 def ready_project(tmp_path_factory):
