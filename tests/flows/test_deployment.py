@@ -58,6 +58,7 @@ def test_alpha_sweep_deployment_runs_on_a_process_worker(tmp_path):
         versions = client.search_model_versions("name='powerflow-world'")
         assert sorted(v.tags["alpha"] for v in versions if v.tags.get("method") == "power_flow") == ["0.5", "4"]
         assert sorted(v.tags["method"] for v in versions if v.tags.get("method") != "power_flow") == ["empo", "grpo"]
+        assert all("eval/reasoning/accuracy_mean" in v.tags for v in versions)  # each registered after its evaluation
         assert "best-reasoning" in client.get_registered_model("powerflow-world").aliases
     finally:
         mlflow.set_tracking_uri(None)

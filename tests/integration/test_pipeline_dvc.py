@@ -117,6 +117,10 @@ def test_each_checkpoint_is_registered_with_tags_and_aliases(project, client):
     assert set(by_alpha) == {"0.5", "2"}
     for v in versions:
         assert {"objective", "base_model", "prompts_sha256", "git_commit", "params_sha256"} <= set(v.tags)
+    for v in every:  # registered after its evaluation: the version carries the evaluated numbers
+        name = v.tags.get("method") if v.tags.get("method") != "power_flow" else f"alpha-{float(v.tags['alpha'])}-la_tb"
+        metrics = json.loads((project / "outputs" / "eval" / name / "metrics.json").read_text())
+        assert float(v.tags["eval/reasoning/accuracy_mean"]) == pytest.approx(metrics["reasoning/accuracy_mean"])
     # The report picks the runs; an alias points at each pick (a role with no eligible run has none),
     # and the sweep's own alias (default-best-<role>) too, which another sweep's report leaves alone.
     best = json.loads((project / "outputs" / "report" / "summary.json").read_text())["best"]
