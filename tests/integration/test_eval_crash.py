@@ -65,7 +65,8 @@ def repro_killing_evaluation(project, member: str, stage: str) -> tuple[int, str
 
 
 @pytest.fixture()
-def client(tmp_path):
+def one_member(tmp_path):
+    """A tiny one-α project (no baselines) and an MlflowClient on its tracking store."""
     project = make_project(tmp_path / "project", alphas=(0.5,), overrides=ONE_MEMBER_OVERRIDES)
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     yield project, MlflowClient()
@@ -78,8 +79,8 @@ def member_run(client: MlflowClient, name: str):
     return found
 
 
-def test_killed_evaluation_registers_nothing_and_a_rerun_completes(client):
-    project, client = client
+def test_killed_evaluation_registers_nothing_and_a_rerun_completes(one_member):
+    project, client = one_member
     status, output, killed = repro_killing_evaluation(project, MEMBER, STAGE)
     assert killed, f"the evaluation of {MEMBER} was never seen generating:\n{output[-3000:]}"
     assert status != 0, output[-3000:]
@@ -95,6 +96,10 @@ def test_killed_evaluation_registers_nothing_and_a_rerun_completes(client):
     assert not [k for k in run_.data.metrics if k.startswith("eval/")]
     assert client.search_model_versions(f"name='{MODEL}'") == []
     assert all(not m.aliases for m in client.search_registered_models())
+    # Registering by hand is refused too: there is no evaluation of this checkpoint.
+    by_hand = run(["powerflow", "register", "--alpha", "0.5"], project)
+    assert by_hand.returncode == 2 and "run the `evaluate` step first" in by_hand.stderr, by_hand.stderr[-2000:]
+    assert client.search_model_versions(f"name='{MODEL}'") == []
 
     rerun = run(["dvc", "repro", "report"], project)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
@@ -110,3 +115,19 @@ def test_killed_evaluation_registers_nothing_and_a_rerun_completes(client):
     assert "eval/reasoning/accuracy_mean" in member_run(client, MEMBER).data.metrics
     aliases = client.get_registered_model(MODEL).aliases
     assert aliases.get("best-reasoning") == aliases.get("default-best-reasoning") == version.version
+
+
+def test_registering_a_checkpoint_changed_since_its_evaluation_is_refused(one_member):
+    """Only the evaluated bytes are registered; unknown runs name the ones there are."""
+    project, client = one_member
+    assert run(["dvc", "repro", STAGE], project).returncode == 0
+    config = project / "models" / "policies" / MEMBER / "powerflow_config.json"
+    config.write_text(config.read_text() + "\n")  # the checkpoint is no longer what was evaluated
+    out = run(["powerflow", "register", "--alpha", "0.5"], project)
+    assert out.returncode == 2 and "is not an evaluation of" in out.stderr and "evaluate it again" in out.stderr, \
+        out.stderr[-2000:]
+    assert client.search_model_versions(f"name='{MODEL}'") == []
+    unknown = run(["powerflow", "evaluate", "--run", "alpha-9.0-la_tb"], project)
+    assert unknown.returncode == 2 and MEMBER in unknown.stderr and "holds no trained model" in unknown.stderr, \
+        unknown.stderr[-2000:]
+    assert not (project / "outputs" / "eval" / "alpha-9.0-la_tb").exists()
