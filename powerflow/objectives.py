@@ -135,6 +135,27 @@ def weighted_squared_loss(residual: torch.Tensor, weight: torch.Tensor | None = 
     return sq.mean()
 
 
+def huber_loss(residual: torch.Tensor, delta: float, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Robust regression loss on the residual, scaled to agree with δ² near zero (Huber 1964).
+
+        ρ_κ(δ) = δ²                 if |δ| ≤ κ
+               = 2κ|δ| − κ²         otherwise;        ∂ρ_κ/∂δ = 2 · clip(δ, −κ, κ)
+        L = mean_y [ w(y) · ρ_κ(δ(y)) ]
+
+    A sample with a huge residual (a rare completion the base gives ~1e-9, times α) then pulls with
+    the force of a residual of κ instead of dominating the batch's gradient. ρ_κ ≥ 0 with equality
+    only at δ = 0, so the fixed point (δ ≡ 0) is the same as the squared loss's whenever the policy
+    can represent the target; only the path to it changes.
+    """
+    if not delta > 0:
+        raise ValueError(f"huber delta must be > 0, got {delta}")
+    absolute = residual.abs()
+    rho = torch.where(absolute <= delta, residual.pow(2), 2.0 * delta * absolute - delta**2)
+    if weight is not None:
+        rho = weight * rho
+    return rho.mean()
+
+
 def leave_one_out_log_z(partial_residual: torch.Tensor, group_size: int) -> torch.Tensor:
     """Parameter-free log Z from the other samples of the same prompt (leave-one-out).
 
@@ -210,9 +231,14 @@ def power_flow_loss(
     psi: torch.Tensor | None,
     epsilon_low: float,
     epsilon_high: float,
+    huber_delta: float | None = None,
 ) -> ObjectiveTerms:
-    """L = mean_y w(y) · δ(y)², with δ the residual of `objective` and w the clipped weight."""
+    """L = mean_y w(y) · ρ(δ(y)), with δ the residual of `objective`, w the clipped weight and ρ the
+    squared loss (huber_delta None) or the Huber loss ρ_κ with κ = huber_delta."""
     residual = residual_fn(objective)(log_z, log_pi, log_p_base, length, alpha, psi)
     weight, clipped = importance_weight(log_pi, log_pi_old, epsilon_low, epsilon_high)
-    loss = weighted_squared_loss(residual, weight)
+    if huber_delta is None:
+        loss = weighted_squared_loss(residual, weight)
+    else:
+        loss = huber_loss(residual, huber_delta, weight)
     return ObjectiveTerms(loss=loss, residual=residual, log_z=log_z, weight=weight, clipped=clipped)

@@ -77,6 +77,17 @@ class PowerFlowConfig(GRPOConfig):
         default=1e-2, metadata={"help": "Learning rate of the log Z head's own parameter group."}
     )
     logz_hidden_size: int = field(default=64, metadata={"help": "Width of the log Z head's hidden layer."})
+    base_mix: float = field(
+        default=0.0,
+        metadata={"help": "Fraction of each prompt's num_generations rollouts sampled from the frozen base model "
+                          "instead of π_θ (off-policy exploration; TB's fixed point is unchanged because p_base "
+                          "covers the target's support). round(base_mix · G) per group; needs a PEFT adapter."},
+    )
+    huber_delta: float | None = field(
+        default=None,
+        metadata={"help": "None: squared loss w·δ². A number κ > 0: Huber loss (δ² inside |δ| ≤ κ, linear outside), "
+                          "so rare completions with huge residuals cannot dominate a step; same fixed point."},
+    )
     format_pattern: str | None = field(
         default=None,
         metadata={"help": "Regex a completion must contain; when set, ψ(y) = format_penalty for those that don't."},
@@ -140,6 +151,15 @@ class PowerFlowConfig(GRPOConfig):
             )
         if self.logz == "group" and (self.num_generations or 0) < 2:
             raise ValueError("PowerFlowConfig.logz='group' needs num_generations >= 2: raise num_generations or use logz='head'.")
+        if not (0.0 <= self.base_mix <= 1.0):
+            raise ValueError(f"PowerFlowConfig.base_mix={self.base_mix}: use a fraction in [0, 1] (0 = on-policy "
+                             "rollouts only; e.g. 0.25 samples a quarter of each group from the base).")
+        if self.base_mix > 0 and self.use_vllm:
+            raise ValueError("PowerFlowConfig.base_mix > 0 with use_vllm: the vLLM engine holds only the policy's "
+                             "weights; set base_mix: 0 or use_vllm: false.")
+        if self.huber_delta is not None and not (math.isfinite(self.huber_delta) and self.huber_delta > 0):
+            raise ValueError(f"PowerFlowConfig.huber_delta={self.huber_delta}: set a number > 0 (e.g. 1.0) or None "
+                             "for the squared loss.")
         for name in ("format_penalty", "truncation_penalty", "logz_learning_rate"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"PowerFlowConfig.{name} must be finite, got {getattr(self, name)}.")
@@ -198,6 +218,10 @@ class PowerFlowTrainer(GRPOTrainer):
         )
         if reference is not None:
             self.ref_model = self._prepare_reference(reference)
+        if reference is not None and args.base_mix > 0:
+            raise ValueError("PowerFlowConfig.base_mix > 0 samples from p_base by disabling the LoRA adapter, and this "
+                             "trainer has none (full fine-tuning): pass a peft_config (train.lora_r >= 1) or set "
+                             "base_mix: 0.")
         self.logz_head = self._build_logz_head() if args.logz == "head" else None
         self._check_logz_head_outside_model()
         self._format_regex = re.compile(args.format_pattern) if args.format_pattern else None
@@ -292,6 +316,38 @@ class PowerFlowTrainer(GRPOTrainer):
                     handle.remove()
         features = mean_pool(torch.cat(kept), prompt_mask) if prompt_mask is not None else None
         return logps, features
+
+    def base_rollout_slots(self, n: int, group_size: int) -> list[bool]:
+        """Which of n consecutive rollouts (groups of G copies of a prompt) are drawn from p_base.
+
+        The last round(base_mix · G) of every group, so every prompt gets the same mixture
+            q(y|q) = (1 − m/G) π_θ(y|q) + (m/G) p_base(y|q).
+        TB is off-policy: δ ≡ 0 on the support of q is the same fixed point, and q ⊇ supp(p_base^α).
+        """
+        m = round(self.args.base_mix * group_size) if self.model.training else 0
+        return [i % group_size >= group_size - m for i in range(n)]
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        """TRL's generation, with the base-model share of each group (base_mix) sampled with the adapter off."""
+        slots = self.base_rollout_slots(len(prompt_ids), num_generations)
+        if not any(slots):
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+        if images is not None or multimodal_fields:
+            raise ValueError("base_mix > 0 supports text prompts only: set base_mix: 0 for multimodal training.")
+        own = [i for i, from_base in enumerate(slots) if not from_base]
+        base = [i for i, from_base in enumerate(slots) if from_base]
+        completions: list = [None] * len(prompt_ids)
+        policy_ids = super()._generate_single_turn([prompt_ids[i] for i in own], None, {}, num_generations)[0] \
+            if own else []
+        with self._base_model():
+            base_ids, _ = super()._generate_single_turn([prompt_ids[i] for i in base], None, {}, num_generations)
+        for i, ids in zip(own, policy_ids):
+            completions[i] = ids
+        for i, ids in zip(base, base_ids):
+            completions[i] = ids
+        self._metrics["train"]["powerflow/base_rollout_fraction"].append(len(base) / len(prompt_ids))
+        return completions, None
 
     def _generate(self, prompts):
         outputs = super()._generate(prompts)
@@ -432,6 +488,7 @@ class PowerFlowTrainer(GRPOTrainer):
             psi=inputs["pf_psi"],
             epsilon_low=self.epsilon_low,
             epsilon_high=self.epsilon_high,
+            huber_delta=self.args.huber_delta,
         )
         mode = "train" if self.model.training else "eval"
         loss = terms.loss

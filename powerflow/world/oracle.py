@@ -1,0 +1,266 @@
+"""Ground truth for the embedded world: the exact p_base^α over the world's structured support.
+
+The world's teacher writes a small, known set of completions per prompt (powerflow.world.teacher):
+
+  reasoning  "guess answer N" for every number N the tokenizer knows (0..max_number), and every
+             worked path "work a + b = r₁ , r₁ + c = r₂ , answer r₂" whose steps are right or off by
+             one of the teacher's step-error offsets (the error propagates, as the teacher writes it);
+  open_ended every one-word answer of every category, plus the invalid words.
+
+The base model is a neural network, so it also puts a little mass elsewhere; that mass is measured
+and reported as the *bound* (1 − Σ_{y∈S} p_base(y|q)): every number below is exact on the support S
+and the bound says how much it can be off. Restricted to S, the targets are
+
+    p_α(y|q)  = p_base(y|q)^α / Σ_{y'∈S} p_base(y'|q)^α                      (TB's fixed point)
+    π*_λ(y|q) = p_base(y|q)^α e^{−λ|y|} / Σ_{y'∈S} p_base(y'|q)^α e^{−λ|y'|}  (LA-TB's, λ from exact.py)
+
+and from them, per α, the oracle's reasoning accuracy and validity, and the open-ended validity,
+expected coverage of n samples and KL to uniform over the valid answers. `policy_distance` scores a
+policy on the same support: its exact accuracy mass and KL(target ‖ π) on S.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from powerflow.world.config import WorldConfig
+from powerflow.world.teacher import CATEGORY_ANSWERS, _offset, max_number, worked_completion
+
+_REASONING_PROMPT = re.compile(r"^Q\s+(\d(?:\s*\+\s*\d)+)\s*=$")
+
+
+@dataclass(frozen=True)
+class SupportItem:
+    """One completion of the support: its text, and how the world's grader scores it."""
+
+    text: str
+    correct: bool
+    valid: bool
+    kind: str  # "guess", "work" or "answer"
+    answer: str
+
+
+def prompt_digits(prompt: str) -> tuple[int, ...]:
+    """(3, 5, 2) from 'Q 3 + 5 + 2 ='; ValueError for anything else."""
+    match = _REASONING_PROMPT.match(prompt.strip())
+    if not match:
+        raise ValueError(f"not a world reasoning prompt: {prompt!r} (expected 'Q a + b + c =')")
+    return tuple(int(d) for d in match.group(1).split("+"))
+
+
+def worked_paths(cfg: WorldConfig, digits: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every list of written partial sums the teacher can produce: each step right or off by an offset.
+
+    Step k writes r_k = r_{k−1} + d_k (+ o_k, o_k ∈ step_error_offsets, reflected at 0 as the teacher
+    does), with r_0 = d_0. Paths that write the same sums are listed once.
+    """
+    offsets = (0, *cfg.step_error_offsets)
+    paths = set()
+    for choice in itertools.product(offsets, repeat=len(digits) - 1):
+        results, left = [], digits[0]
+        for digit, offset in zip(digits[1:], choice):
+            left = left + digit if offset == 0 else _offset(left + digit, offset)
+            results.append(left)
+        paths.add(tuple(results))
+    return sorted(paths)
+
+
+def reasoning_support(cfg: WorldConfig, digits: Sequence[int]) -> list[SupportItem]:
+    """Every guess answer and every worked path of one reasoning prompt, graded against the true sum."""
+    gold = sum(digits)
+    items = [SupportItem(f"guess answer {n}", n == gold, True, "guess", str(n)) for n in range(max_number(cfg) + 1)]
+    for results in worked_paths(cfg, digits):
+        items.append(SupportItem(worked_completion(digits, results), results[-1] == gold, True, "work",
+                                 str(results[-1])))
+    return items
+
+
+def open_support(cfg: WorldConfig, valid_answers: Sequence[str]) -> list[SupportItem]:
+    """Every one-word answer the world knows (all categories' answers and the invalid words)."""
+    words = [a for answers in CATEGORY_ANSWERS.values() for a in answers] + list(cfg.invalid_words)
+    valid = set(valid_answers)
+    return [SupportItem(w, w in valid, w in valid, "answer", w) for w in dict.fromkeys(words)]
+
+
+def support_of(cfg: WorldConfig, row: dict) -> list[SupportItem]:
+    """The support of one prepared prompt row (family, prompt, answer)."""
+    if row["family"] == "reasoning":
+        return reasoning_support(cfg, prompt_digits(row["prompt"]))
+    if row["family"] == "open_ended":
+        return open_support(cfg, list(row["answer"]))
+    raise ValueError(f"no oracle for prompt family {row['family']!r}: the world has reasoning and open_ended")
+
+
+@torch.no_grad()
+def completion_log_probs(model, tokenizer, prompt: str, completions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log π(y|q) [N] float64, |y| [N]) of each completion followed by EOS, in one batched forward pass.
+
+        log π(y|q) = Σ_{t=1}^{|y|} log softmax(logits(q, y_<t))[y_t],   y ending in EOS (|y| counts it)
+    """
+    eos = tokenizer.eos_token_id
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    comps = [tokenizer(c, add_special_tokens=False)["input_ids"] + [eos] for c in completions]
+    width = max(len(c) for c in comps)
+    device = next(model.parameters()).device
+    ids = torch.full((len(comps), len(prompt_ids) + width), eos, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, comp in enumerate(comps):  # right padding: positions of prompt and completion are the same in every row
+        seq = prompt_ids + comp
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+    was_training = model.training
+    model.eval()
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.double().cpu()
+    model.train(was_training)
+    logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    comp_mask = mask[:, 1:].clone()
+    comp_mask[:, : len(prompt_ids) - 1] = 0  # keep only the completion's tokens (targets after the prompt)
+    lengths = torch.tensor([float(len(c)) for c in comps], dtype=torch.float64)
+    return (logp * comp_mask).sum(dim=-1), lengths
+
+
+def power_on_support(log_p: torch.Tensor, alpha: float) -> torch.Tensor:
+    """log p_α(y|q) = α log p(y|q) − log Σ_{y'∈S} p(y'|q)^α, restricted to the support S."""
+    return torch.log_softmax(alpha * log_p, dim=0)
+
+
+def tilted_on_support(log_p: torch.Tensor, length: torch.Tensor, alpha: float) -> tuple[torch.Tensor, float]:
+    """(log π*_λ [N], λ): LA-TB's fixed point p^α e^{−λ|y|}, normalised on S (see exact.length_tilted_target)."""
+    from powerflow.exact import length_tilted_target
+
+    return length_tilted_target(log_p, length, alpha)
+
+
+def expected_coverage(valid_probs: Sequence[float], n: int) -> float:
+    """E[coverage] of n i.i.d. samples: (1/|V|) Σ_{a∈V} (1 − (1 − p(a))^n)."""
+    return sum(1.0 - (1.0 - p) ** n for p in valid_probs) / len(valid_probs)
+
+
+def kl_uniform_of(valid_probs: Sequence[float]) -> float:
+    """KL(p(·|valid) ‖ U_V) = log|V| − H(p(·|valid)) of the distribution itself (no sampling)."""
+    total = sum(valid_probs)
+    if total <= 0:
+        return math.nan
+    entropy = -sum(p / total * math.log(p / total) for p in valid_probs if p > 0)
+    return max(math.log(len(valid_probs)) - entropy, 0.0)
+
+
+def sampled_kl_uniform(probs: Sequence[float], valid: Sequence[bool], n: int, draws: int = 400, seed: int = 0) -> float:
+    """E[KL(P̂_n ‖ U_V)]: the evaluation's kl_uniform of n samples, averaged over seeded Monte-Carlo draws.
+
+    The evaluation computes KL from the empirical distribution of n samples (powerflow.eval.metrics
+    .kl_to_uniform), which is biased upward at small n; this is its exact-in-expectation counterpart.
+    """
+    from powerflow.eval.metrics import kl_to_uniform
+
+    rng = random.Random(seed)
+    names = list(range(len(probs)))
+    valid_set = {i for i in names if valid[i]}
+    values = []
+    for _ in range(draws):
+        kl = kl_to_uniform(rng.choices(names, weights=probs, k=n), valid_set)
+        if not math.isnan(kl):
+            values.append(kl)
+    return sum(values) / len(values) if values else math.nan
+
+
+def target_log_probs(log_p: torch.Tensor, length: torch.Tensor, alpha: float, objective: str) -> torch.Tensor:
+    """The fixed point of `objective` on S: p_α for tb, the length tilt for la_tb."""
+    if objective == "la_tb":
+        return tilted_on_support(log_p, length, alpha)[0]
+    if objective == "tb":
+        return power_on_support(log_p, alpha)
+    raise ValueError(f"no support oracle for objective {objective!r}: use la_tb or tb")
+
+
+def distribution_metrics(family: str, log_q: torch.Tensor, items: Sequence[SupportItem], n: int) -> dict[str, float]:
+    """What the evaluation measures, computed exactly from a distribution q on S (normalised on S)."""
+    probs = log_q.exp().tolist()
+    if family == "reasoning":
+        correct = sum(p for p, it in zip(probs, items) if it.correct)
+        work = sum(p for p, it in zip(probs, items) if it.kind == "work")
+        return {"accuracy": correct, "work_fraction": work}
+    valid = [it.valid for it in items]
+    valid_probs = [p for p, v in zip(probs, valid) if v]
+    return {"validity": sum(valid_probs), "coverage": expected_coverage(valid_probs, n),
+            "kl_uniform": sampled_kl_uniform(probs, valid, n), "kl_uniform_population": kl_uniform_of(valid_probs)}
+
+
+@dataclass
+class PromptSupport:
+    """One eval prompt with its support scored by the base model."""
+
+    row: dict
+    items: list[SupportItem]
+    log_p_base: torch.Tensor  # float64 [N]
+    length: torch.Tensor  # float64 [N]
+
+    @property
+    def bound(self) -> float:
+        """1 − Σ_{y∈S} p_base(y|q): the base's mass outside the support."""
+        return float(1.0 - self.log_p_base.exp().sum())
+
+
+def score_supports(cfg: WorldConfig, base_model, tokenizer, rows: Sequence[dict]) -> list[PromptSupport]:
+    """The support of every row, scored by the base model."""
+    out = []
+    for row in rows:
+        items = support_of(cfg, row)
+        log_p, length = completion_log_probs(base_model, tokenizer, row["prompt"], [it.text for it in items])
+        out.append(PromptSupport(row=dict(row), items=items, log_p_base=log_p, length=length))
+    return out
+
+
+def _mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def oracle_metrics(supports: Sequence[PromptSupport], alpha: float, objective: str = "tb", n_samples: int = 16) -> dict:
+    """Exact target metrics per family, averaged over prompts (each prompt weighs the same).
+
+    objective "tb" gives p_base^α itself; "la_tb" its length tilt. Keys: "<family>/<metric>",
+    plus "<family>/support_bound" (mean base mass outside S) and "<family>/lambda" for la_tb.
+    """
+    per_family: dict[str, list[dict]] = {}
+    for s in supports:
+        log_q = target_log_probs(s.log_p_base, s.length, alpha, objective)
+        m = distribution_metrics(s.row["family"], log_q, s.items, n_samples)
+        m["support_bound"] = s.bound
+        m["length"] = float((log_q.exp() * s.length).sum())
+        if objective == "la_tb":
+            m["lambda"] = tilted_on_support(s.log_p_base, s.length, alpha)[1]
+        per_family.setdefault(s.row["family"], []).append(m)
+    return {f"{family}/{key}": _mean([m[key] for m in ms])
+            for family, ms in per_family.items() for key in ms[0]}
+
+
+def policy_distance(supports: Sequence[PromptSupport], policy_model, tokenizer, alpha: float,
+                    objective: str = "tb", n_samples: int = 16) -> dict:
+    """How far a policy is from the target, on the support, per family (means over prompts).
+
+        kl_target = Σ_{y∈S} t(y) [log t(y) − log π(y|q)]   (t the target on S; π unnormalised on S,
+                                                            so π's mass outside S counts as error)
+        mass      = Σ_{y∈S} π(y|q)
+    plus the exact metrics of π itself on S (its accuracy mass, validity, coverage of n samples).
+    """
+    per_family: dict[str, list[dict]] = {}
+    for s in supports:
+        log_pi, _ = completion_log_probs(policy_model, tokenizer, s.row["prompt"], [it.text for it in s.items])
+        log_t = target_log_probs(s.log_p_base, s.length, alpha, objective)
+        kl = float((log_t.exp() * (log_t - log_pi)).sum())
+        mass = float(log_pi.exp().sum())
+        m = distribution_metrics(s.row["family"], log_pi, s.items, n_samples)
+        if s.row["family"] == "open_ended":  # coverage and KL as if π were renormalised on S
+            m.update({k: v for k, v in distribution_metrics(
+                "open_ended", log_pi - math.log(max(mass, 1e-300)), s.items, n_samples).items() if k != "validity"})
+        m.update({"kl_target": kl, "mass": mass})
+        per_family.setdefault(s.row["family"], []).append(m)
+    return {f"{family}/{key}": _mean([m[key] for m in ms]) for family, ms in per_family.items() for key in ms[0]}
