@@ -3,7 +3,8 @@
 A trained checkpoint is registered only after its evaluation succeeded (powerflow.pipeline).
 
 Deployed as `powerflow-pipeline/alpha-sweep` (prefect.yaml). Run it with
-`prefect deployment run 'powerflow-pipeline/alpha-sweep' --param alphas='[0.5, 4]'`.
+`prefect deployment run 'powerflow-pipeline/alpha-sweep' --param alphas='[0.5, 4]'` (add
+`--param seeds='[0, 1, 2]'` to train each α with three seeds).
 """
 
 from __future__ import annotations
@@ -17,21 +18,21 @@ from powerflow.pipeline import BASE_RUN, baseline_runs, run_name, sweep_members
 
 @flow(name="powerflow-pipeline")
 def powerflow_pipeline(alphas: list[float] | None = None, objectives: list[str] | None = None,
-                       params: str = "params.yaml") -> dict:
-    """Run the whole sweep for `alphas` × `objectives` (default: params.yaml's sweep), then the
-    baselines of params.yaml's `baselines:` section on the same budget."""
-    cfg = load_config(params, alphas, objectives)
+                       params: str = "params.yaml", seeds: list[int] | None = None) -> dict:
+    """Run the whole sweep for `alphas` × `objectives` × `seeds` (default: params.yaml's sweep), then
+    the baselines of params.yaml's `baselines:` section on the same budget (one seed: train.seed)."""
+    cfg = load_config(params, alphas, objectives, seeds)
     prepare_flow(params)
     base_flow(params)
     evaluate_flow(BASE_RUN, params)
-    for alpha, objective in sweep_members(cfg):
-        train_flow(alpha, objective, params)
-        evaluate_flow(run_name(alpha, objective), params)
-        register_flow(alpha, objective, params)
+    for alpha, objective, seed in sweep_members(cfg):
+        train_flow(alpha, objective, seed, params)
+        evaluate_flow(run_name(alpha, objective, seed), params)
+        register_flow(alpha, objective, seed, params)
     for run in baseline_runs(cfg):
         if run["trained"]:
             train_baseline_flow(run["method"], params)
         evaluate_flow(run["name"], params)
         if run["trained"]:
             register_baseline_flow(run["method"], params)
-    return report_flow(params, list(cfg.sweep.alphas), list(cfg.sweep.objectives))
+    return report_flow(params, list(cfg.sweep.alphas), list(cfg.sweep.objectives), seeds=list(cfg.sweep.seeds))

@@ -17,13 +17,16 @@ from powerflow.config import PipelineConfig, load_pipeline_config
 from tasks import steps
 
 
-def load_config(params: str, alphas: list[float] | None = None, objectives: list[str] | None = None) -> PipelineConfig:
-    """params.yaml with the sweep's α list / objectives replaced when given (a run parameter)."""
+def load_config(params: str, alphas: list[float] | None = None, objectives: list[str] | None = None,
+                seeds: list[int] | None = None) -> PipelineConfig:
+    """params.yaml with the sweep's α list / objectives / seeds replaced when given (run parameters),
+    validated as params.yaml's own lists are."""
     cfg = load_pipeline_config(Path(params))
-    if alphas is None and objectives is None:
+    if alphas is None and objectives is None and seeds is None:
         return cfg
     sweep = replace(cfg.sweep, alphas=tuple(float(a) for a in (alphas if alphas is not None else cfg.sweep.alphas)),
-                    objectives=tuple(objectives if objectives is not None else cfg.sweep.objectives))
+                    objectives=tuple(objectives if objectives is not None else cfg.sweep.objectives),
+                    seeds=tuple(seeds if seeds is not None else cfg.sweep.seeds))
     return replace(cfg, sweep=sweep)
 
 
@@ -40,9 +43,12 @@ def base_flow(params: str = "params.yaml") -> dict:
 
 
 @flow(name="train")
-def train_flow(alpha: float | str, objective: str = "la_tb", params: str = "params.yaml") -> dict:
-    """Fine-tune one policy toward p_base^α, logging to its MLflow child run."""
-    return pipeline.train_member(load_config(params), alpha, objective, step=steps.as_task)
+def train_flow(alpha: float | str, objective: str = "la_tb", seed: int | None = None,
+               params: str = "params.yaml") -> dict:
+    """Fine-tune one policy toward p_base^α with training seed `seed` (default: sweep.seeds' only seed),
+    logging to its MLflow child run."""
+    cfg = load_config(params)
+    return pipeline.train_member(cfg, alpha, objective, pipeline.member_seed(cfg, seed), step=steps.as_task)
 
 
 @flow(name="train-baseline")
@@ -58,9 +64,12 @@ def register_baseline_flow(method: str, params: str = "params.yaml") -> dict:
 
 
 @flow(name="register")
-def register_flow(alpha: float | str, objective: str = "la_tb", params: str = "params.yaml") -> dict:
-    """Register one trained policy in the MLflow Model Registry once it is evaluated (idempotent)."""
-    return steps.register_policy(load_config(params), alpha, objective)
+def register_flow(alpha: float | str, objective: str = "la_tb", seed: int | None = None,
+                  params: str = "params.yaml") -> dict:
+    """Register one trained policy (α, objective, seed) in the MLflow Model Registry once it is evaluated
+    (idempotent)."""
+    cfg = load_config(params)
+    return steps.register_policy(cfg, alpha, objective, pipeline.member_seed(cfg, seed))
 
 
 @flow(name="evaluate")
@@ -78,6 +87,8 @@ def evaluate_registered_flow(model_uri: str, params: str = "params.yaml") -> dic
 
 @flow(name="report")
 def report_flow(params: str = "params.yaml", alphas: list[float] | None = None,
-                objectives: list[str] | None = None, notes: list[str] | None = None) -> dict:
-    """Compare the sweep: Markdown report and plots, registry aliases, report logged to the parent run."""
-    return pipeline.report_sweep(load_config(params, alphas, objectives), notes or [], step=steps.as_task)
+                objectives: list[str] | None = None, notes: list[str] | None = None,
+                seeds: list[int] | None = None) -> dict:
+    """Compare the sweep: Markdown report and plots (seed means with several seeds), registry aliases,
+    report logged to the parent run."""
+    return pipeline.report_sweep(load_config(params, alphas, objectives, seeds), notes or [], step=steps.as_task)

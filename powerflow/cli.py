@@ -148,9 +148,10 @@ def cmd_train(args):
                             "train_baseline_flow", method=method)
         print(json.dumps(summary, indent=1, default=str))
         return 0
-    alpha = pipeline.alpha_label(args.alpha)
-    summary = run_stage(args, "train", lambda cfg: pipeline.train_member(cfg, alpha, args.objective, step=measured),
-                        "train_flow", alpha=alpha, objective=args.objective)
+    alpha, seed = pipeline.alpha_label(args.alpha), member_seed_of(args)
+    summary = run_stage(args, "train",
+                        lambda cfg: pipeline.train_member(cfg, alpha, args.objective, seed, step=measured),
+                        "train_flow", alpha=alpha, objective=args.objective, seed=seed)
     print(json.dumps(summary, indent=1, default=str))
     return 0
 
@@ -166,15 +167,26 @@ def cmd_register(args):
                            "register_baseline_flow", method=method)
         print(f"registered {record['name']} version {record['version']} ({'new' if record['created'] else 'existing'})")
         return 0
-    alpha = pipeline.alpha_label(args.alpha)
-    record = run_stage(args, "register", lambda cfg: measured(pipeline.register_policy)(cfg, alpha, args.objective),
-                       "register_flow", alpha=alpha, objective=args.objective)
+    alpha, seed = pipeline.alpha_label(args.alpha), member_seed_of(args)
+    record = run_stage(args, "register",
+                       lambda cfg: measured(pipeline.register_policy)(cfg, alpha, args.objective, seed),
+                       "register_flow", alpha=alpha, objective=args.objective, seed=seed)
     print(f"registered {record['name']} version {record['version']} ({'new' if record['created'] else 'existing'})")
     return 0
 
 
+def member_seed_of(args: argparse.Namespace) -> int:
+    """--seed, or sweep.seeds' only seed when it is not given (required when sweep.seeds has several)."""
+    from powerflow import pipeline
+    from powerflow.config import load_pipeline_config
+
+    if args.seed is not None:
+        return pipeline.check_seed(args.seed)
+    return pipeline.member_seed(load_pipeline_config(args.params), None)
+
+
 def cmd_evaluate(args):
-    """Evaluate the base model (--run base), a sweep member (--run alpha-4.0-la_tb) or --model-uri."""
+    """Evaluate the base model (--run base), a sweep member (--run alpha-4.0-la_tb-s0) or --model-uri."""
     from powerflow import pipeline
     from powerflow.timing import measured
 
@@ -200,13 +212,16 @@ def cmd_report(args):
 
 
 def cmd_sweep(args):
-    """Run the α sweep end to end: a local Prefect server, `dvc repro report`, the table, the MLflow UI command."""
+    """Run the α sweep end to end: a local Prefect server, `dvc repro report` (`dvc exp run -S ...` with
+    --set-param), the table, the MLflow UI command."""
 
     from powerflow import pipeline
     from powerflow.config import load_pipeline_config
     from powerflow.orchestration import local_prefect_server
 
     cfg = load_pipeline_config(args.params)
+    if args.set_param:
+        check_overrides(args.params, args.set_param)  # a bad override fails here, before DVC changes anything
     pipeline.tracking_experiment(cfg)  # an unreachable tracking server fails here, before any work
     root = cfg.project_root
     timing_dir = root / "outputs" / "timing"
@@ -215,7 +230,10 @@ def cmd_sweep(args):
             old.unlink()
     started = time.perf_counter()
     dvc = str(Path(sys.executable).with_name("dvc"))
-    command = [dvc, "repro", *args.targets]
+    if args.set_param:  # an experiment: DVC writes the overrides into params.yaml and records them
+        command = [dvc, "exp", "run", *[a for kv in args.set_param for a in ("-S", kv)], *args.targets]
+    else:
+        command = [dvc, "repro", *args.targets]
     if args.orchestrator == "none" or prefect_server_url():
         startup = 0.0
         status = subprocess.run(command, cwd=root, env=os.environ | {"POWERFLOW_ORCHESTRATOR": args.orchestrator}).returncode
@@ -227,18 +245,59 @@ def cmd_sweep(args):
             status = subprocess.run(command, cwd=root, env=env).returncode
     wall = time.perf_counter() - started
     if status != 0:
-        print(f"powerflow: error: `dvc repro` failed (exit {status}); the stage's error is printed above. "
-              "Fix it and run the same command again: finished stages are not repeated.", file=sys.stderr)
+        print(f"powerflow: error: `{' '.join(command[1:3])}` failed (exit {status}); the stage's error is printed "
+              "above. Fix it and run the same command again: finished stages are not repeated.", file=sys.stderr)
         return status
+    if args.set_param:
+        cfg = load_pipeline_config(args.params)  # params.yaml now holds the overrides (DVC's experiment)
     print(sweep_summary(cfg, wall, startup))
     return 0
+
+
+def check_overrides(params_path: str, overrides: list[str]) -> None:
+    """Validate `-S key=value` overrides (YAML values, dotted keys) against params.yaml, in memory.
+
+    DVC applies them to params.yaml itself (`dvc exp run -S`); this only makes a bad key or value
+    fail with the config's own error before any stage runs.
+    """
+    import tempfile
+
+    import yaml
+
+    from powerflow.config import load_params, load_pipeline_config
+
+    params = load_params(params_path)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) < 2 or not all(parts):
+            raise ConfigError(f"-S {item!r}: write section.key=value, e.g. -S 'sweep.seeds=[0,1,2]'.")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"-S {item!r}: the value is not valid YAML ({err}); write e.g. "
+                              "-S 'sweep.seeds=[0,1,2]'.") from err
+        node = params
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"-S {item!r}: {part} is not a section of params.yaml.")
+        node[parts[-1]] = value
+    # validated where params.yaml is, so relative paths in it (train.accelerate_config) resolve the same
+    folder = Path(params_path).resolve().parent
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=folder, prefix=".params-check-", delete=False) as f:
+        yaml.safe_dump(params, f, sort_keys=False)
+    try:
+        load_pipeline_config(f.name)
+    finally:
+        Path(f.name).unlink(missing_ok=True)
 
 
 def sweep_summary(cfg, wall: float, prefect_startup: float) -> str:
     """The headline table, where the time went, and how to open the MLflow UI."""
     from powerflow import pipeline, tracking
     from powerflow.io import write_json_atomic
-    from powerflow.report import headline_table_markdown, runs_table
+    from powerflow.report import headline_rows, headline_table_markdown
 
     runs, _ = pipeline.collect_runs(cfg)
     records = [json.loads(p.read_text()) for p in sorted((cfg.project_root / "outputs" / "timing").glob("*.json"))
@@ -250,7 +309,7 @@ def sweep_summary(cfg, wall: float, prefect_startup: float) -> str:
     write_json_atomic(timing, cfg.project_root / "outputs" / "timing" / "sweep.json")
     uri = tracking.resolve_tracking_uri(cfg.tracking, cfg.project_root)
     return "\n".join([
-        "", headline_table_markdown(runs_table(runs)), "",
+        "", headline_table_markdown(headline_rows(runs)), "",
         f"pipeline time {wall / 60:.1f} min for {len(records)} stage commands that ran "
         f"(steps {timing['step_seconds']:.0f} s; imports + Prefect bookkeeping {overhead:.0f} s; "
         f"Prefect server start-up {prefect_startup:.0f} s)",
@@ -272,6 +331,9 @@ def _member(p: argparse.ArgumentParser) -> None:
     which.add_argument("--alpha", help="the power alpha (> 0), as written in params.yaml")
     which.add_argument("--method", help="a trained baseline instead: grpo or empo")
     p.add_argument("--objective", default="la_tb", help="la_tb, tb or tb_token (default la_tb)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="the member's training seed, one of sweep.seeds (default: its only seed; required when "
+                        "sweep.seeds lists several)")
 
 
 # ------------------------------------------------------------------------- presets
@@ -343,12 +405,16 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help=cmd_sweep.__doc__, description=cmd_sweep.__doc__)
     _common(sw)
     sw.add_argument("targets", nargs="*", default=["report"], help="dvc repro targets (default: report)")
+    sw.add_argument("-S", "--set-param", action="append", default=[], metavar="KEY=VALUE",
+                    help="run the sweep as a DVC experiment with this params.yaml override (`dvc exp run -S`), e.g. "
+                         "-S 'sweep.seeds=[0,1,2]'; repeatable. DVC writes it into params.yaml and records the "
+                         "experiment (`dvc exp show`); `git checkout params.yaml` goes back.")
     sw.set_defaults(func=cmd_sweep)
     ev = sub.add_parser("evaluate", help=cmd_evaluate.__doc__, description=cmd_evaluate.__doc__)
     _common(ev)
     target = ev.add_mutually_exclusive_group(required=True)
-    target.add_argument("--run", help='"base", a sweep member such as alpha-4.0-la_tb, or a baseline run: grpo, empo, '
-                                      'mcmc-4.0, low_temperature-4.0, verbalized')
+    target.add_argument("--run", help='"base", a sweep member such as alpha-4.0-la_tb-s0 (α, objective, seed), or a '
+                                      'baseline run: grpo, empo, mcmc-4.0, low_temperature-4.0, verbalized')
     target.add_argument("--model-uri", help="a registered version, e.g. models:/powerflow-world@best-reasoning")
     ev.set_defaults(func=cmd_evaluate)
     _add_preset_parser(sub)

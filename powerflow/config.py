@@ -198,14 +198,21 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """The α sweep: one fine-tuned policy per (α, objective). Section `sweep:` of params.yaml.
+    """The α sweep: one fine-tuned policy per (α, objective, seed). Section `sweep:` of params.yaml.
 
-    DVC's `train` matrix reads these lists; `dvc exp run -S 'sweep.alphas=[0.5,1,2,4,3]'` adds an α.
+    DVC's `train` matrix reads these lists; `dvc exp run -S 'sweep.alphas=[0.5,1,2,4,3]'` adds an α,
+    `dvc exp run -S 'sweep.seeds=[0,1,2]'` trains every (α, objective) three times.
     """
 
     name: str = field(default="default", metadata={"help": "Sweep name: the MLflow parent run's name."})
     alphas: tuple[float, ...] = field(default=(0.5, 1.0, 2.0, 4.0), metadata={"help": "Powers α, each > 0."})
     objectives: tuple[str, ...] = field(default=("la_tb",), metadata={"help": "Objectives: la_tb, tb, tb_token."})
+    seeds: tuple[int, ...] = field(
+        default=(0,),
+        metadata={"help": "Training seeds, integers >= 0: each (α, objective) is trained once per seed (the "
+                          "trainer's seed: LoRA init and rollouts), and the report gives the mean and the "
+                          "standard error across seeds. The baselines (GRPO, EMPO) keep train.seed."},
+    )
 
     def __post_init__(self):
         if not self.alphas:
@@ -219,6 +226,14 @@ class SweepConfig:
                 raise ConfigError(f"sweep.objectives contains {obj!r}: use any of {', '.join(OBJECTIVES)}.")
         if len(set(self.alphas)) != len(self.alphas):
             raise ConfigError(f"sweep.alphas {list(self.alphas)} repeats a value: list each α once.")
+        if not self.seeds:
+            raise ConfigError("sweep.seeds is empty: list at least one training seed, e.g. [0] (or [0, 1, 2] for "
+                              "a mean and standard error across seeds).")
+        for seed in self.seeds:
+            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                raise ConfigError(f"sweep.seeds contains {seed!r}: every seed must be an integer >= 0, e.g. [0, 1, 2].")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"sweep.seeds {list(self.seeds)} repeats a value: list each seed once, e.g. [0, 1, 2].")
 
 
 def check_alpha(alpha: float, where: str) -> float:

@@ -5,7 +5,7 @@ With `train.accelerate_config` set (infra/accelerate/{ddp,fsdp,zero3}.yaml), the
 
     python -m accelerate.commands.launch --config_file <cfg> [--num_processes N] --main_process_port <free>
         --no_python python -P -m powerflow.distributed --params <params.yaml>
-        (--alpha A --objective O | --method M) [--run-id ID]
+        (--alpha A --objective O --seed S | --method M) [--run-id ID]
 
 and waits (`-P` and PYTHONPATH: the ranks import this very powerflow package, never a copy in
 the project folder they run in). Each rank calls the same train step with POWERFLOW_ACCELERATE_RANK=1 in its
@@ -120,7 +120,7 @@ def check_launchable(cluster, path: Path) -> None:
 def train_on_ranks(cfg: PipelineConfig, rank_args: list[str], result: Path) -> dict[str, Any]:
     """Run the train step on the accelerate config's ranks; the summary rank 0 wrote to `result`.
 
-    `rank_args` select the step (`--alpha A --objective O` or `--method M`, plus `--run-id ID`).
+    `rank_args` select the step (`--alpha A --objective O --seed S` or `--method M`, plus `--run-id ID`).
     A stale `result` is removed first, so only this launch's can be read back.
     """
     from powerflow.orchestration import free_port, stop_process_group
@@ -148,9 +148,14 @@ def train_on_ranks(cfg: PipelineConfig, rank_args: list[str], result: Path) -> d
 
 
 def rank_arguments(alpha: str | None = None, objective: str | None = None, method: str | None = None,
-                   run_id: str | None = None) -> list[str]:
-    """The arguments `rank_main` parses: which train step to run, and the MLflow run to log into."""
-    args = ["--method", method] if method is not None else ["--alpha", str(alpha), "--objective", str(objective)]
+                   run_id: str | None = None, seed: int | None = None) -> list[str]:
+    """The arguments `rank_main` parses: which train step to run (a member's α, objective and seed, or
+    a baseline's method), and the MLflow run to log into."""
+    if method is not None:
+        args = ["--method", method]
+    else:
+        args = ["--alpha", str(alpha), "--objective", str(objective)]
+        args += ["--seed", str(seed)] if seed is not None else []
     return args + (["--run-id", run_id] if run_id is not None else [])
 
 
@@ -160,6 +165,7 @@ def rank_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", required=True)
     parser.add_argument("--alpha")
     parser.add_argument("--objective", default="la_tb")
+    parser.add_argument("--seed", type=int, help="the member's training seed (default: sweep.seeds' only seed)")
     parser.add_argument("--method")
     parser.add_argument("--run-id")
     args = parser.parse_args(argv)
@@ -172,7 +178,8 @@ def rank_main(argv: list[str] | None = None) -> int:
         if args.method:
             pipeline.train_baseline(cfg, args.method, run_id=args.run_id)
         else:
-            pipeline.train_policy(cfg, args.alpha, args.objective, run_id=args.run_id)
+            pipeline.train_policy(cfg, args.alpha, args.objective, pipeline.member_seed(cfg, args.seed),
+                                  run_id=args.run_id)
     except UserError as err:
         print(f"powerflow: error (rank {os.environ.get('RANK', '0')}): {err}", file=sys.stderr)
         return 2

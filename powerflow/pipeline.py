@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import subprocess
 import time
 from collections.abc import Callable
@@ -117,14 +118,47 @@ def alpha_label(alpha: float | int | str) -> str:
     return text
 
 
-def run_name(alpha: float | int | str, objective: str) -> str:
-    """Name of one sweep member, e.g. alpha-4.0-la_tb: MLflow child run, model and output folders."""
+def check_seed(seed: int | str, where: str = "--seed") -> int:
+    """A training seed as an int >= 0 (from an int, or the text DVC and the CLI pass); a UserError otherwise."""
+    text = seed.strip() if isinstance(seed, str) else seed
+    if isinstance(text, str) and text.isdigit():
+        return int(text)
+    if isinstance(text, int) and not isinstance(text, bool) and text >= 0:
+        return text
+    raise UserError(f"{where} {seed!r} is not a training seed: pass an integer >= 0, e.g. {where} 0.")
+
+
+def run_name(alpha: float | int | str, objective: str, seed: int | str) -> str:
+    """Name of one sweep member, e.g. alpha-4.0-la_tb-s0: MLflow child run, model and output folders.
+
+    Always suffixed with the seed, seed 0 included: DVC's matrix paths are one pattern
+    (alpha-${item.alpha}-${item.objective}-s${item.seed}) whatever sweep.seeds holds.
+    """
+    return f"{group_name(alpha, objective)}-s{check_seed(seed)}"
+
+
+def group_name(alpha: float | int | str, objective: str) -> str:
+    """Name of the seeds of one (α, objective), e.g. alpha-4.0-la_tb: the report's seed-mean row."""
     return f"alpha-{alpha_label(alpha)}-{objective}"
 
 
-def sweep_members(cfg: PipelineConfig) -> list[tuple[str, str]]:
-    """(α label, objective) for every run of the sweep, in params.yaml order."""
-    return [(alpha_label(a), obj) for a in cfg.sweep.alphas for obj in cfg.sweep.objectives]
+def sweep_members(cfg: PipelineConfig) -> list[tuple[str, str, int]]:
+    """(α label, objective, seed) for every run of the sweep, in params.yaml order (DVC's matrix order)."""
+    return [(alpha_label(a), obj, seed) for a in cfg.sweep.alphas for obj in cfg.sweep.objectives
+            for seed in cfg.sweep.seeds]
+
+
+def member_seed(cfg: PipelineConfig, seed: int | str | None) -> int:
+    """The seed of the member a command names: `seed` itself, or sweep.seeds' only seed when None.
+
+    With several seeds in sweep.seeds a command must say which (DVC's stages always do).
+    """
+    if seed is not None:
+        return check_seed(seed)
+    if len(cfg.sweep.seeds) == 1:
+        return cfg.sweep.seeds[0]
+    raise UserError(f"--seed is required: sweep.seeds lists {len(cfg.sweep.seeds)} seeds "
+                    f"({', '.join(map(str, cfg.sweep.seeds))}); pass one of them, e.g. --seed {cfg.sweep.seeds[0]}.")
 
 
 def _require(path: Path, step: str) -> Path:
@@ -152,10 +186,11 @@ def params_sha256(sections: dict[str, Any]) -> str:
 
 
 def run_params(cfg: PipelineConfig, alpha: float | None, objective: str | None,
-               method: str | None = None) -> dict[str, Any]:
+               method: str | None = None, seed: int | None = None) -> dict[str, Any]:
     """The params a run depends on, nested as in params.yaml (logged under dotted names).
 
     method: None for a Power-Flow member or the base model, else a baseline's name (grpo, mcmc, ...).
+    seed: a Power-Flow member's training seed (run.seed); a trained baseline's is train.seed.
     """
     trained = alpha is not None and method is None or method in TRAINED_BASELINES
     sections = ["model", "world", "base", "data"] + (["train"] if trained else []) + ["evaluate"]
@@ -163,7 +198,17 @@ def run_params(cfg: PipelineConfig, alpha: float | None, objective: str | None,
     params = {name: cfg.raw.get(name, {}) for name in sections}
     if alpha is not None or method is not None:
         params["run"] = {"alpha": alpha, "objective": objective, "method": method or "power_flow"}
+        seed = training_seed(cfg, method, seed)
+        if seed is not None:
+            params["run"]["seed"] = seed
     return params
+
+
+def training_seed(cfg: PipelineConfig, method: str | None, seed: int | None) -> int | None:
+    """The seed a run trained with: a member's sweep seed, train.seed for GRPO/EMPO, None if untrained."""
+    if seed is not None:
+        return check_seed(seed)
+    return cfg.train.seed if method in TRAINED_BASELINES else None
 
 
 # ---------------------------------------------------------------------------------- models
@@ -289,17 +334,22 @@ def training_prompts(cfg: PipelineConfig) -> tuple[list[str], dict]:
     return rows["prompt"].tolist(), manifest
 
 
-def trainer_arguments(cfg: PipelineConfig, alpha: float, objective: str, output_dir: Path):
-    """PowerFlowConfig for one sweep member from the `train:` section."""
+def trainer_arguments(cfg: PipelineConfig, alpha: float, objective: str, output_dir: Path,
+                      seed: int | None = None):
+    """PowerFlowConfig for one sweep member from the `train:` section, trained with `seed` (its sweep seed)."""
     from powerflow.trainer import PowerFlowConfig
 
     t = cfg.train
     return PowerFlowConfig(alpha=alpha, objective=objective, logz=t.logz, logz_learning_rate=t.logz_learning_rate,
-                           **shared_training_arguments(cfg, output_dir))
+                           **shared_training_arguments(cfg, output_dir, seed=seed))
 
 
-def shared_training_arguments(cfg: PipelineConfig, output_dir: Path) -> dict[str, Any]:
-    """The GRPOConfig settings every trained method shares (one budget: steps, batch, lr, lengths)."""
+def shared_training_arguments(cfg: PipelineConfig, output_dir: Path, seed: int | None = None) -> dict[str, Any]:
+    """The GRPOConfig settings every trained method shares (one budget: steps, batch, lr, lengths).
+
+    seed: TRL's seed (adapter init, rollouts, data order); None = train.seed, the baselines' seed. A
+    Power-Flow member passes its sweep seed (sweep.seeds).
+    """
     import torch
 
     t = cfg.train
@@ -324,7 +374,7 @@ def shared_training_arguments(cfg: PipelineConfig, output_dir: Path) -> dict[str
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=1,
-        seed=t.seed,
+        seed=t.seed if seed is None else seed,
         disable_tqdm=False,
     )
 
@@ -445,8 +495,9 @@ def checkpoint_step(checkpoint: str | None) -> int:
     return int(Path(checkpoint).name.rsplit("-", 1)[1]) if checkpoint else 0
 
 
-def train_policy(cfg: PipelineConfig, alpha: str, objective: str, run_id: str | None = None) -> dict:
-    """Fine-tune the base toward p_base^α with PowerFlowTrainer; write models/policies/<name>/.
+def train_policy(cfg: PipelineConfig, alpha: str, objective: str, seed: int | str,
+                 run_id: str | None = None) -> dict:
+    """Fine-tune the base toward p_base^α with PowerFlowTrainer, seeded with `seed`; write models/policies/<name>/.
 
     The policy is saved merged (LoRA folded into the weights) as a standalone transformers
     directory, with the log Z head and the resolved config beside it. Curves go to
@@ -458,19 +509,22 @@ def train_policy(cfg: PipelineConfig, alpha: str, objective: str, run_id: str | 
     from powerflow import distributed
     from powerflow.trainer import PowerFlowTrainer
 
-    name, value = run_name(alpha, objective), float(alpha_label(alpha))
+    seed = check_seed(seed)
+    name, value = run_name(alpha, objective, seed), float(alpha_label(alpha))
     if distributed.launches(cfg):  # train.accelerate_config: this step runs on the config's ranks
-        return distributed.train_on_ranks(cfg, distributed.rank_arguments(alpha_label(alpha), objective, run_id=run_id),
-                                          layout_of(cfg).train_outputs(name) / "metrics.json")
+        return distributed.train_on_ranks(
+            cfg, distributed.rank_arguments(alpha_label(alpha), objective, seed=seed, run_id=run_id),
+            layout_of(cfg).train_outputs(name) / "metrics.json")
     prompts, manifest = training_prompts(cfg)
 
     def build(model, tokenizer, peft_config, callbacks):
-        args = trainer_arguments(cfg, value, objective, layout_of(cfg).train_workdir(name))
+        args = trainer_arguments(cfg, value, objective, layout_of(cfg).train_workdir(name), seed=seed)
         return PowerFlowTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"prompt": prompts}),
                                 processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
 
-    summary = fit_and_save(cfg, name, build, run_params(cfg, value, objective), run_id)
-    summary.update({"alpha": value, "objective": objective, "prompts_sha256": manifest.get("prompts_sha256")})
+    summary = fit_and_save(cfg, name, build, run_params(cfg, value, objective, seed=seed), run_id)
+    summary.update({"alpha": value, "objective": objective, "seed": seed,
+                    "prompts_sha256": manifest.get("prompts_sha256")})
     if distributed.is_main_rank():
         write_json_atomic(summary, layout_of(cfg).train_outputs(name) / "metrics.json")
     return summary
@@ -703,9 +757,10 @@ def sweep_parent(cfg: PipelineConfig, experiment_id: str) -> str:
 
 
 def run_tags(cfg: PipelineConfig, alpha: float | None, objective: str | None, prompts_sha: str,
-             method: str | None = None) -> dict[str, str]:
-    """Tags every run and registered version carries: what it is and where it came from."""
-    params = run_params(cfg, alpha, objective, method)
+             method: str | None = None, seed: int | None = None) -> dict[str, str]:
+    """Tags every run and registered version carries: what it is and where it came from (`seed`: the
+    training seed of a trained run)."""
+    params = run_params(cfg, alpha, objective, method, seed)
     tags = {
         "base_model": cfg.model.name_or_path,
         "prompts_sha256": prompts_sha,
@@ -719,19 +774,23 @@ def run_tags(cfg: PipelineConfig, alpha: float | None, objective: str | None, pr
         tags["objective"] = str(objective)
     if alpha is not None or method is not None:
         tags["method"] = method or "power_flow"
+    seed = training_seed(cfg, method, seed) if alpha is not None or method is not None else None
+    if seed is not None:
+        tags["seed"] = str(seed)
     return tags
 
 
-def open_training_run(cfg: PipelineConfig, alpha: str, objective: str) -> str:
+def open_training_run(cfg: PipelineConfig, alpha: str, objective: str, seed: int | str) -> str:
     """Create the MLflow child run of one sweep member (params, tags) before training starts.
 
     Its id is written to outputs/train/<name>/run.json so later steps log into the same run.
     """
-    return open_member_run(cfg, run_name(alpha, objective), float(alpha_label(alpha)), objective)
+    seed = check_seed(seed)
+    return open_member_run(cfg, run_name(alpha, objective, seed), float(alpha_label(alpha)), objective, seed=seed)
 
 
 def open_member_run(cfg: PipelineConfig, name: str, alpha: float | None, objective: str | None,
-                    method: str | None = None) -> str:
+                    method: str | None = None, seed: int | None = None) -> str:
     """The MLflow child run of one trained member (Power-Flow or a baseline); run.json holds its id.
 
     A training of the same params that was killed or could not close its run left its run id in
@@ -744,12 +803,12 @@ def open_member_run(cfg: PipelineConfig, name: str, alpha: float | None, objecti
     lay = layout_of(cfg)
     _prompts, _answers, manifest = load_prepared(_require(lay.prepared, "prepare"))
     experiment_id = tracking_experiment(cfg)
-    params = run_params(cfg, alpha, objective, method)
+    params = run_params(cfg, alpha, objective, method, seed)
     workdir = training_workdir(lay.train_workdir(name), params)
     record = unfinished_run(workdir, experiment_id)
     if record is None:
         parent = sweep_parent(cfg, experiment_id)
-        tags = run_tags(cfg, alpha, objective, manifest.get("prompts_sha256", ""), method)
+        tags = run_tags(cfg, alpha, objective, manifest.get("prompts_sha256", ""), method, seed)
         run_id = tracking.start_child_run(experiment_id, parent, name, params, tags)
         record = {"run_id": run_id, "parent_run_id": parent, "experiment_id": experiment_id, "name": name}
         write_json_atomic(record, workdir / WORKDIR_RUN)
@@ -771,9 +830,9 @@ def unfinished_run(workdir: Path, experiment_id: str) -> dict | None:
     return record
 
 
-def close_training_run(cfg: PipelineConfig, alpha: str, objective: str, run_id: str) -> None:
+def close_training_run(cfg: PipelineConfig, alpha: str, objective: str, seed: int | str, run_id: str) -> None:
     """Log the final training numbers and the resolved config to the run."""
-    close_member_run(cfg, run_name(alpha, objective), run_id)
+    close_member_run(cfg, run_name(alpha, objective, seed), run_id)
 
 
 class ResultsNotLoggedError(UserError):
@@ -828,11 +887,11 @@ def results_kept_message(cfg: PipelineConfig, name: str, run_id: str, err: Excep
 
 
 def train_command(name: str) -> str:
-    """The `powerflow train` command line of a trained member (alpha-4.0-la_tb, grpo, ...)."""
+    """The `powerflow train` command line of a trained member (alpha-4.0-la_tb-s0, grpo, ...)."""
     if name in TRAINED_BASELINES:
         return f"powerflow train --method {name}"
-    alpha, objective = name.removeprefix("alpha-").rsplit("-", 1)
-    return f"powerflow train --alpha {alpha} --objective {objective}"
+    alpha, objective, seed = name.removeprefix("alpha-").rsplit("-", 2)
+    return f"powerflow train --alpha {alpha} --objective {objective} --seed {seed.removeprefix('s')}"
 
 
 def log_training_results(cfg: PipelineConfig, name: str, run_id: str) -> None:
@@ -855,11 +914,12 @@ def log_training_results(cfg: PipelineConfig, name: str, run_id: str) -> None:
     tracking.log_artifacts(run_id, out / "history.csv", "training")
 
 
-def train_member(cfg: PipelineConfig, alpha: str, objective: str, step: Step = as_is) -> dict:
-    """The whole `train` stage for one (α, objective): open the run, train, close the run."""
-    run_id = step(open_training_run)(cfg, alpha, objective)
-    summary = step(train_policy)(cfg, alpha, objective, run_id=run_id)
-    step(close_training_run)(cfg, alpha, objective, run_id)
+def train_member(cfg: PipelineConfig, alpha: str, objective: str, seed: int | str, step: Step = as_is) -> dict:
+    """The whole `train` stage for one (α, objective, seed): open the run, train, close the run."""
+    seed = check_seed(seed)
+    run_id = step(open_training_run)(cfg, alpha, objective, seed)
+    summary = step(train_policy)(cfg, alpha, objective, seed, run_id=run_id)
+    step(close_training_run)(cfg, alpha, objective, seed, run_id)
     return summary
 
 
@@ -869,13 +929,15 @@ def training_run_id(cfg: PipelineConfig, name: str) -> str:
 
 
 # -------------------------------------------------------------------------------- register
-def register_policy(cfg: PipelineConfig, alpha: str, objective: str) -> dict:
+def register_policy(cfg: PipelineConfig, alpha: str, objective: str, seed: int | str) -> dict:
     """Register models/policies/<name> in the Model Registry (idempotent); write outputs/register/<name>.json."""
-    return register_checkpoint_of(cfg, run_name(alpha, objective), float(alpha_label(alpha)), objective)
+    seed = check_seed(seed)
+    return register_checkpoint_of(cfg, run_name(alpha, objective, seed), float(alpha_label(alpha)), objective,
+                                  seed=seed)
 
 
 def register_checkpoint_of(cfg: PipelineConfig, name: str, alpha: float | None, objective: str | None,
-                           method: str | None = None) -> dict:
+                           method: str | None = None, seed: int | None = None) -> dict:
     """Register one trained member's checkpoint after its evaluation; write outputs/register/<name>.json.
 
     Only an evaluated checkpoint is registered: outputs/eval/<name>/ must exist and record the
@@ -891,12 +953,14 @@ def register_checkpoint_of(cfg: PipelineConfig, name: str, alpha: float | None, 
     _p, _a, manifest = load_prepared(_require(lay.prepared, "prepare"))
     tracking_experiment(cfg)
     model_name = tracking.registered_model_name(cfg.tracking, cfg.model.name_or_path)
-    tags = run_tags(cfg, alpha, objective, manifest.get("prompts_sha256", ""), method) | evaluation_tags(metrics)
+    tags = run_tags(cfg, alpha, objective, manifest.get("prompts_sha256", ""), method, seed) | evaluation_tags(metrics)
     version = tracking.register_checkpoint(training_run_id(cfg, name), checkpoint, model_name, tags,
                                            checksum=checksum)
     if not version.created:  # registered before: its evaluation may have been rerun since
         tracking.set_version_tags(model_name, version.version, evaluation_tags(metrics))
     record = asdict(version) | {"alpha": alpha, "objective": objective, "run": name}
+    if training_seed(cfg, method, seed) is not None:
+        record["seed"] = training_seed(cfg, method, seed)
     if method is not None:
         record["method"] = method
     created = record.pop("created")  # kept out of the file: registering again must not change it
@@ -973,7 +1037,7 @@ def trained_checkpoint(cfg: PipelineConfig, name: str) -> Path:
     """models/policies/<name>/ of a trained run, with a fixable error naming the runs when absent."""
     path = layout_of(cfg).policy(name)
     if not (path / "config.json").is_file():
-        members = [run_name(a, o) for a, o in sweep_members(cfg)] + list(cfg.baselines.train)
+        members = [run_name(a, o, s) for a, o, s in sweep_members(cfg)] + list(cfg.baselines.train)
         raise MissingInputError(
             f"{path} holds no trained model: {name!r} must be \"base\", an inference-time baseline, or a trained run "
             f"({', '.join(members)}) whose `train` stage finished (e.g. `dvc repro train@...`).")
@@ -1177,10 +1241,11 @@ def collect_runs(cfg: PipelineConfig) -> tuple[list[dict], dict[str, list[dict]]
              "metrics": json.loads(_require(lay.evaluation(BASE_RUN) / "metrics.json", "evaluate").read_text()),
              "train": {}, "registered": None}]
     histories = {}
-    for alpha, objective in sweep_members(cfg):
-        name = run_name(alpha, objective)
+    for alpha, objective, seed in sweep_members(cfg):
+        name = run_name(alpha, objective, seed)
         runs.append({
             "name": name, "alpha": float(alpha), "objective": objective, "method": "power_flow",
+            "seed": seed, "group": group_name(alpha, objective),
             "metrics": json.loads(_require(lay.evaluation(name) / "metrics.json", "evaluate").read_text()),
             "train": json.loads(_require(lay.train_outputs(name) / "metrics.json", "train").read_text()),
             "registered": json.loads(_require(lay.registration(name), "register").read_text()),
@@ -1201,7 +1266,13 @@ def collect_runs(cfg: PipelineConfig) -> tuple[list[dict], dict[str, list[dict]]
 
 
 def write_sweep_report(cfg: PipelineConfig, orchestration: list[str] = ()) -> dict:
-    """Markdown summary, PNG plots, summary.json (DVC metrics) and alpha_metrics.csv (DVC plots)."""
+    """Markdown summary, PNG plots, summary.json (DVC metrics), alpha_metrics.csv (one row per run)
+    and alpha_means.csv (one row per (α, objective): the seed means), the last two DVC plots.
+
+    summary.json: "best" (the runs the aliases point at), "best_groups" (the (α, objective) they were
+    chosen from by seed mean), "groups" (per (α, objective): seeds, runs, and per metric the mean
+    over seeds and its se, across seeds with ≥ 2 seeds, per prompt with one), "runs" (every run).
+    """
     from powerflow.report import write_report
 
     runs, histories = collect_runs(cfg)
@@ -1210,9 +1281,23 @@ def write_sweep_report(cfg: PipelineConfig, orchestration: list[str] = ()) -> di
         result = write_report(runs, histories, tmp, title=cfg.report.title, notes=list(orchestration),
                               min_validity=cfg.report.min_validity)
         summary = {r["name"]: {k: v for k, v in r["metrics"].items() if isinstance(v, (int, float))} for r in runs}
-        write_json_atomic({"best": result["best"], "runs": summary}, tmp / "summary.json")
+        write_json_atomic({"best": result["best"], "best_groups": result["best_groups"],
+                           "groups": groups_summary(result["groups"]), "runs": summary}, tmp / "summary.json")
         write_alpha_metrics_csv(runs, tmp / "alpha_metrics.csv")
+        write_alpha_means_csv(result["groups"], tmp / "alpha_means.csv")
     return {"best": result["best"], "report": str(lay.report / "report.md")}
+
+
+def groups_summary(groups: list[dict]) -> dict[str, dict]:
+    """The report's seed groups for summary.json: no NaN (null instead), seeds and runs as text
+    ("0,1,2") so `dvc metrics show` lists numbers only."""
+    def number(x):
+        return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+    return {g["group"]: {"alpha": g["alpha"], "objective": g["objective"], "n_seeds": g["n_seeds"],
+                         "seeds": ",".join(str(s) for s in g["seeds"]), "runs": ",".join(g["members"]),
+                         "se_over": g["se_over"], "mean": {k: number(v) for k, v in g["mean"].items()},
+                         "se": {k: number(v) for k, v in g["se"].items()}} for g in groups}
 
 
 ALPHA_PLOT_COLUMNS = ("reasoning/accuracy_greedy", "reasoning/accuracy_mean",
@@ -1222,20 +1307,37 @@ ALPHA_PLOT_COLUMNS = ("reasoning/accuracy_greedy", "reasoning/accuracy_mean",
 
 
 def write_alpha_metrics_csv(runs: list[dict], path: Path) -> Path:
-    """One row per sweep member (α, objective, headline metrics), for `dvc plots show`."""
-    header = ["alpha", "objective"] + [c.replace("/", "_") for c in ALPHA_PLOT_COLUMNS]
+    """One row per sweep member (α, objective, seed, headline metrics), for `dvc plots show`."""
+    header = ["alpha", "objective", "seed"] + [c.replace("/", "_") for c in ALPHA_PLOT_COLUMNS]
     lines = [",".join(header)]
     for r in runs:
         if r["alpha"] is None:
             continue
         values = [f"{r['metrics'].get(c, float('nan')):.6g}" for c in ALPHA_PLOT_COLUMNS]
-        lines.append(",".join([f"{r['alpha']:g}", r["objective"]] + values))
+        lines.append(",".join([f"{r['alpha']:g}", r["objective"], str(r.get("seed", ""))] + values))
+    return write_text_atomic("\n".join(lines) + "\n", path)
+
+
+def write_alpha_means_csv(groups: list[dict], path: Path) -> Path:
+    """One row per (α, objective): n_seeds, the seed mean of each headline metric and its se
+    (`<column>_se`: across seeds, or per prompt with one seed; empty when unknown), for `dvc plots show`."""
+    columns = [c.replace("/", "_") for c in ALPHA_PLOT_COLUMNS]
+    header = ["alpha", "objective", "n_seeds"] + columns + [f"{c}_se" for c in columns]
+    lines = [",".join(header)]
+    for g in groups:
+        means = [f"{g['mean'].get(c, float('nan')):.6g}" for c in ALPHA_PLOT_COLUMNS]
+        ses = [f"{se:.6g}" if (se := g["se"].get(c)) is not None and math.isfinite(se) else ""
+               for c in ALPHA_PLOT_COLUMNS]
+        lines.append(",".join([f"{g['alpha']:g}", g["objective"], str(g["n_seeds"])] + means + ses))
     return write_text_atomic("\n".join(lines) + "\n", path)
 
 
 def set_registry_aliases(cfg: PipelineConfig) -> dict[str, str]:
     """Point the registry aliases at the report's choices: best-<role> (the latest report of any sweep
-    on this base model) and <sweep>-best-<role> (this sweep's, untouched by other sweeps)."""
+    on this base model) and <sweep>-best-<role> (this sweep's, untouched by other sweeps).
+
+    With several seeds a choice is the median-seed run of the (α, objective) with the best seed mean
+    (`powerflow.report.best_choices`): the alias names one registered version, a typical seed."""
     from powerflow import tracking
 
     lay = layout_of(cfg)

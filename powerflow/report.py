@@ -1,14 +1,26 @@
 """The sweep report: one Markdown summary and PNG plots comparing the runs across α.
 
 A run is a dict {"name", "alpha" (None for the base model), "objective", "metrics" (the names of
-`powerflow.eval.evaluate`), "train" (the training summary), "registered" (dict or None)}.
-Everything here reads those dicts only, so the report can be rebuilt from stored metrics files.
+`powerflow.eval.evaluate`), "train" (the training summary), "registered" (dict or None)}; a
+Power-Flow run may add "seed" (its training seed) and "group" (the name its seeds share,
+alpha-4.0-la_tb). Everything here reads those dicts only, so the report can be rebuilt from
+stored metrics files.
+
+Seeds: the runs of one (α, objective) with different training seeds form a group. Every run keeps
+its own row; with ≥ 2 seeds the headline table adds the group's row "mean over N seeds": per
+metric the mean over seeds x̄ and its standard error across seeds s/√N (s: std with ddof=1), which
+is the spread a rerun with new seeds would show (`seed_mean_se`, `aggregate_seeds`). A single
+seed has no across-seed spread: its row keeps the per-prompt standard error of its evaluation.
 
 Best runs, the rule the report states: among trained runs (the base model only when there are
 none), best reasoning = highest reasoning/accuracy_mean (avg@n); best diversity = highest
 open_ended/coverage among runs whose open_ended/validity ≥ min_validity (0.8 by default),
-so a run that buys coverage with invalid answers does not win. Ties go to the run listed first
-(lower α). matplotlib is imported lazily and draws on the Agg canvas (no display, no pyplot state).
+so a run that buys coverage with invalid answers does not win. With several seeds the rule is
+applied to the groups' seed means, and the run chosen (the one the registry alias points at) is
+the group's median-seed run by that metric (the lower median for an even count; for diversity
+among its seeds that keep the validity, when any does): a typical policy of the best setting, not
+its luckiest seed. Ties go to the run listed first (lower α). matplotlib is imported lazily and
+draws on the Agg canvas (no display, no pyplot state).
 """
 
 from __future__ import annotations
@@ -57,6 +69,115 @@ ALPHA_PLOTS = (
 )
 
 
+# ----------------------------------------------------------------------------- seeds
+
+
+def seed_mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean of one metric over seeds and its standard error across seeds.
+
+        x̄ = Σᵢ xᵢ / n,   se = s / √n,   s² = Σᵢ (xᵢ − x̄)² / (n − 1)   (numpy's std with ddof=1)
+
+    Non-finite values (a seed without the metric) are left out. se is NaN with fewer than two
+    values (one seed says nothing about the spread across seeds); both are NaN with none.
+    """
+    xs = [float(v) for v in values if _finite(v)]
+    n = len(xs)
+    if n == 0:
+        return math.nan, math.nan
+    mean = sum(xs) / n
+    if n < 2:
+        return mean, math.nan
+    variance = sum((x - mean) ** 2 for x in xs) / (n - 1)
+    return mean, math.sqrt(variance / n)
+
+
+def group_key(run: dict) -> str:
+    """The name a run's seeds share: its "group" (alpha-4.0-la_tb), else its own name."""
+    return run.get("group") or run["name"]
+
+
+def aggregate_seeds(runs: list[dict]) -> list[dict]:
+    """One group per (α, objective) of the trained runs with an α (Power-Flow), in first-seen order.
+
+    A group is {"group", "alpha", "objective", "seeds", "members" (run names, in seed order),
+    "n_seeds", "mean" {metric: x̄}, "se" {metric: se}, "se_over"}: every numeric metric but the
+    per-prompt standard errors (`<metric>_se`) is averaged over the group's runs (`seed_mean_se`).
+    se_over "seeds": se across seeds (n ≥ 2). With one seed se_over is "prompts" and se[m] is the
+    run's own `<metric>_se` where it has one (NaN otherwise): the se of that one evaluation.
+    """
+    members: dict[str, list[dict]] = {}
+    for run in runs:
+        if run.get("alpha") is not None:
+            members.setdefault(group_key(run), []).append(run)
+    groups = []
+    for key, group in members.items():
+        group = sorted(group, key=lambda r: (r.get("seed") is None, r.get("seed") or 0, r["name"]))
+        metrics = [r.get("metrics") or {} for r in group]
+        names = [k for m in metrics for k, v in m.items() if _finite(v) and not k.endswith("_se")]
+        mean, se = {}, {}
+        for name in dict.fromkeys(names):
+            mean[name], se[name] = seed_mean_se([m.get(name) for m in metrics])
+            if len(group) == 1:
+                se[name] = _get(metrics[0], f"{name}_se")
+        groups.append({"group": key, "alpha": group[0]["alpha"], "objective": group[0].get("objective"),
+                       "seeds": [r.get("seed") for r in group], "members": [r["name"] for r in group],
+                       "n_seeds": len(group), "mean": mean, "se": se,
+                       "se_over": "seeds" if len(group) > 1 else "prompts"})
+    return groups
+
+
+def seed_mean_runs(groups: list[dict]) -> list[dict]:
+    """Each group as a run (metrics = its means, `<metric>_se` = its se) for the plots against α."""
+    return [{"name": f"{g['group']} (mean over {g['n_seeds']} seeds)", "alpha": g["alpha"], "objective": g["objective"],
+             "method": "power_flow", "seed_mean": True, "group": g["group"], "train": {}, "registered": None,
+             "metrics": g["mean"] | {f"{k}_se": v for k, v in g["se"].items() if _finite(v)}} for g in groups]
+
+
+def several_seeds(runs: list[dict]) -> bool:
+    """Whether some (α, objective) has ≥ 2 seeds: the report then shows seed means."""
+    return any(g["n_seeds"] > 1 for g in aggregate_seeds(runs))
+
+
+# Row fields of `runs_table` that are a run's own per-prompt standard errors.
+_ROW_SE = {"accuracy_mean_se": "accuracy_mean", "coverage_se": "coverage"}
+_ROW_NUMBERS = ("accuracy_greedy", "accuracy_mean", "pass_at_max_k", "coverage", "validity", "kl_uniform",
+                "tokens_per_answer")
+
+
+def seed_mean_rows(rows: list[dict]) -> list[dict]:
+    """One row per group of `rows` (runs_table rows of trained runs), in first-seen order.
+
+    Numbers are means over the group's runs; accuracy_mean_se and coverage_se are the se across
+    seeds (`seed_mean_se`), or the run's own per-prompt se when the group has one run.
+    """
+    groups: dict[str, list[dict]] = {}
+    for row in _candidates(rows):
+        groups.setdefault(group_key(row), []).append(row)
+    out = []
+    for key, members in groups.items():
+        n = len(members)
+        row = {"name": f"{key} (mean over {n} seeds)" if n > 1 else key, "alpha": members[0]["alpha"],
+               "objective": members[0]["objective"], "group": key, "seed_mean": True, "n_seeds": n,
+               "members": [m["name"] for m in members], "registered": None, "seed": None,
+               "n_samples": members[0].get("n_samples"),
+               "max_k": members[0]["max_k"] if len({m["max_k"] for m in members}) == 1 else None}
+        for field in _ROW_NUMBERS:
+            row[field] = seed_mean_se([m[field] for m in members])[0]
+        for se_field, field in _ROW_SE.items():
+            row[se_field] = seed_mean_se([m[field] for m in members])[1] if n > 1 else members[0][se_field]
+        out.append(row)
+    return out
+
+
+def headline_rows(runs: list[dict]) -> list[dict]:
+    """The headline table's rows: every run (`runs_table`), plus each group's "mean over N seeds"
+    row when some (α, objective) has ≥ 2 seeds."""
+    rows = runs_table(runs)
+    if any(r["n_seeds"] > 1 for r in seed_mean_rows(rows)):
+        rows = sorted(rows + seed_mean_rows(rows), key=_row_order)
+    return rows
+
+
 # ----------------------------------------------------------------------------- tables
 
 
@@ -74,6 +195,8 @@ def runs_table(runs: list[dict]) -> list[dict]:
             "name": run["name"],
             "alpha": run.get("alpha"),
             "objective": run.get("objective") or "",
+            "seed": run.get("seed"),
+            "group": run.get("group"),
             "n_samples": m.get("eval/n_samples"),
             "accuracy_greedy": _get(m, "reasoning/accuracy_greedy"),
             "accuracy_mean": _get(m, ACCURACY),
@@ -277,12 +400,48 @@ def _family_value(run: dict, family: str, suffix: str) -> float:
 
 
 def best_runs(rows: list[dict], min_validity: float = DEFAULT_MIN_VALIDITY) -> dict[str, str | None]:
-    """Names of the best reasoning and best diversity runs by the rule in the module docstring."""
-    best_reasoning = _argmax(_candidates(rows), "accuracy_mean")
-    diverse = [r for r in _candidates(rows) if r["validity"] >= min_validity]  # NaN never passes
-    best_diversity = _argmax(diverse, "coverage")
-    return {"reasoning": best_reasoning["name"] if best_reasoning else None,
-            "diversity": best_diversity["name"] if best_diversity else None}
+    """Names of the best reasoning and best diversity runs by the rule in the module docstring
+    (with several seeds: the median-seed run of the group with the best seed mean)."""
+    return {role: run["name"] if run else None for role, (_group, run) in best_choices(rows, min_validity).items()}
+
+
+def best_groups(rows: list[dict], min_validity: float = DEFAULT_MIN_VALIDITY) -> dict[str, str | None]:
+    """The group (alpha-4.0-la_tb; a run's own name when it has no group) each best run is chosen from."""
+    return {role: group["group"] if group else None for role, (group, _run) in best_choices(rows, min_validity).items()}
+
+
+def best_choices(rows: list[dict], min_validity: float = DEFAULT_MIN_VALIDITY) -> dict[str, tuple]:
+    """{role: (group row, run row)} for reasoning and diversity; (None, None) when no run qualifies.
+
+    The groups' seed means (`seed_mean_rows`) compete by the rule; the run is the group's
+    median-seed member by the role's metric (`_median_member`). One seed: the run itself.
+    """
+    trained = [r for r in rows if r["alpha"] is not None]
+    if trained:
+        groups = seed_mean_rows(rows)
+        members = {g["group"]: [r for r in trained if group_key(r) == g["group"]] for g in groups}
+    else:  # no trained run: the base model (one group of its own)
+        groups = [r | {"group": r["name"]} for r in rows]
+        members = {r["name"]: [r] for r in rows}
+    reasoning = _argmax(groups, "accuracy_mean")
+    diversity = _argmax([g for g in groups if g["validity"] >= min_validity], "coverage")  # NaN never passes
+    out = {"reasoning": (reasoning, _median_member(members[reasoning["group"]], "accuracy_mean"))
+           if reasoning else (None, None)}
+    if diversity:
+        group = members[diversity["group"]]
+        valid = [r for r in group if r["validity"] >= min_validity]
+        out["diversity"] = (diversity, _median_member(valid or group, "coverage"))
+    else:
+        out["diversity"] = (None, None)
+    return out
+
+
+def _median_member(members: list[dict], key: str) -> dict:
+    """The member at the (lower) median of `key`; ties by seed. Members without the metric last."""
+    ordered = sorted(members, key=lambda r: (not _finite(r[key]), r[key] if _finite(r[key]) else 0.0,
+                                             r.get("seed") or 0, r["name"]))
+    finite = [r for r in ordered if _finite(r[key])]
+    return finite[(len(finite) - 1) // 2] if finite else ordered[0]
 
 
 def sweep_findings(rows: list[dict], min_validity: float = DEFAULT_MIN_VALIDITY) -> list[str]:
@@ -292,10 +451,9 @@ def sweep_findings(rows: list[dict], min_validity: float = DEFAULT_MIN_VALIDITY)
     se_d = √(se_run² + se_base²) (the two evaluations are independent samples).
     """
     base = next((r for r in rows if r["alpha"] is None), None)
-    best = best_runs(rows, min_validity)
-    by_name = {r["name"]: r for r in rows}
+    choices = best_choices(rows, min_validity)
     out = []
-    run = by_name.get(best["reasoning"])
+    run, member = choices["reasoning"]
     if run is None:
         out.append("No run has a reasoning accuracy (reasoning/accuracy_mean).")
     else:
@@ -305,8 +463,8 @@ def sweep_findings(rows: list[dict], min_validity: float = DEFAULT_MIN_VALIDITY)
             text += (f" vs base {_fmt_se(base['accuracy_mean'], base['accuracy_mean_se'])}: "
                      + _difference(run, base, "accuracy_mean"))
             text += f"; greedy {_fmt(run['accuracy_greedy'])} vs base {_fmt(base['accuracy_greedy'])}"
-        out.append(text + ".")
-    run = by_name.get(best["diversity"])
+        out.append(text + _chosen_member(run, member, "accuracy_mean") + ".")
+    run, member = choices["diversity"]
     if run is None:
         candidates = [r for r in _candidates(rows) if not math.isnan(r["coverage"])]
         if not candidates:
@@ -325,8 +483,16 @@ def sweep_findings(rows: list[dict], min_validity: float = DEFAULT_MIN_VALIDITY)
         text += f"; validity {_fmt(run['validity'])}"
         if base is not None and run is not base:
             text += f" vs base {_fmt(base['validity'])}"
-        out.append(text + f", kept (≥ {min_validity:g}).")
+        out.append(text + f", kept (≥ {min_validity:g})" + _chosen_member(run, member, "coverage") + ".")
     return out
+
+
+def _chosen_member(group: dict, member: dict, key: str) -> str:
+    """", the alias points at <run> (median seed, <value>)" for a group of several seeds; "" otherwise."""
+    if (group.get("n_seeds") or 1) < 2:
+        return ""
+    return (f"; the registry alias points at {member['name']}, its median seed by {key} "
+            f"({_fmt(member[key])})")
 
 
 # ----------------------------------------------------------------------------- plots
@@ -450,32 +616,42 @@ def write_report(
 
     The plots directory is replaced whole (no stale plots survive) and report.md is written after
     it, both atomically. training_metrics: the history keys to plot (default: every numeric key
-    but "step"). Returns {"report": Path, "plots": [Path], "best": {"reasoning", "diversity"}}.
+    but "step"). Returns {"report": Path, "plots": [Path], "best": {"reasoning", "diversity"} (run
+    names), "best_groups" (the (α, objective) groups they were chosen from), "groups"
+    (`aggregate_seeds`)}. With several seeds the plots against α draw each group's seed mean ± its
+    se across seeds (`seed_mean_runs`) instead of one point per seed.
     """
     out_dir = Path(out_dir)
     rows = runs_table(runs)
+    groups = aggregate_seeds(runs)
+    multi_seed = any(g["n_seeds"] > 1 for g in groups)
+    if multi_seed:  # one point per (α, objective): the seed mean; the base model and baselines as they are
+        runs_for_plots = [r for r in runs if r.get("alpha") is None] + seed_mean_runs(groups)
+    else:
+        runs_for_plots = runs
     plot_dir = out_dir / "plots"
     names: list[tuple[str, str]] = []  # (file name, caption)
     with atomic_directory(plot_dir) as tmp:
         for metric, ylabel in ALPHA_PLOTS:
-            if any(_finite((r.get("metrics") or {}).get(metric)) for r in runs):
+            if any(_finite((r.get("metrics") or {}).get(metric)) for r in runs_for_plots):
                 name = f"{_slug(metric)}_vs_alpha.png"
-                plot_metric_vs_alpha(runs, metric, tmp / name, ylabel=ylabel)
+                plot_metric_vs_alpha(runs_for_plots, metric, tmp / name, ylabel=ylabel)
                 names.append((name, f"{ylabel} vs α"))
-        for family in families_of(runs):
-            if any(_pass_at_ks(r.get("metrics") or {}, family) for r in runs):
-                plot_pass_at_k(runs, tmp / f"{_slug(family)}_pass_at_k.png", family)
+        for family in families_of(runs_for_plots):
+            if any(_pass_at_ks(r.get("metrics") or {}, family) for r in runs_for_plots):
+                plot_pass_at_k(runs_for_plots, tmp / f"{_slug(family)}_pass_at_k.png", family)
                 names.append((f"{_slug(family)}_pass_at_k.png", f"{family} pass@k"))
             if family != "reasoning" and any(_finite((r.get("metrics") or {}).get(f"{family}/accuracy_mean"))
-                                             for r in runs):
+                                             for r in runs_for_plots):
                 name = f"{_slug(family)}_accuracy_mean_vs_alpha.png"
-                plot_metric_vs_alpha(runs, f"{family}/accuracy_mean", tmp / name, ylabel=f"{family} avg@n")
+                plot_metric_vs_alpha(runs_for_plots, f"{family}/accuracy_mean", tmp / name,
+                                     ylabel=f"{family} avg@n")
                 names.append((name, f"{family} accuracy (avg@n) vs α"))
             for diversity in ("semantic_diversity", "coverage"):
                 if any(_finite((r.get("metrics") or {}).get(f"{family}/{diversity}"))
-                       and _finite(r["metrics"].get(f"{family}/quality")) for r in runs):
+                       and _finite(r["metrics"].get(f"{family}/quality")) for r in runs_for_plots):
                     name = f"{_slug(family)}_{diversity}_vs_quality.png"
-                    plot_diversity_vs_quality(runs, tmp / name, family, diversity)
+                    plot_diversity_vs_quality(runs_for_plots, tmp / name, family, diversity)
                     names.append((name, f"{family}: {diversity} against quality per α and method"))
         for metric in training_metrics if training_metrics is not None else _history_metrics(histories):
             if any(_finite(h.get(metric)) for hist in histories.values() for h in hist):
@@ -484,22 +660,41 @@ def write_report(
                 names.append((name, f"training: {metric}"))
     best = best_runs(rows, min_validity)
     text = _report_markdown(title, rows, runs, sweep_findings(rows, min_validity), names, notes,
-                            min_validity)
+                            min_validity, groups)
     report = write_text_atomic(text, out_dir / "report.md")
-    return {"report": report, "plots": [plot_dir / name for name, _ in names], "best": best}
+    return {"report": report, "plots": [plot_dir / name for name, _ in names], "best": best,
+            "best_groups": best_groups(rows, min_validity), "groups": groups}
 
 
-def _report_markdown(title, rows, runs, findings, plots, notes, min_validity) -> str:
-    parts = [f"# {title}\n", "## Headline\n", headline_table_markdown(rows),
+def seeds_note(groups: list[dict]) -> str:
+    """What the ± of the headline table means, given how many seeds each (α, objective) has."""
+    counts = sorted({g["n_seeds"] for g in groups})
+    if not counts or counts == [1]:
+        return ("Seeds: one training seed per (α, objective), so ± is the per-prompt standard error of that "
+                "one evaluation; a standard error across seeds needs ≥ 2 seeds (sweep.seeds, e.g. [0, 1, 2]).\n")
+    n = "/".join(map(str, counts))
+    return (f"Seeds: {n} training seeds per (α, objective). A run's row gives ± its per-prompt standard error; "
+            "each \"mean over N seeds\" row gives the mean over its seeds ± the standard error across seeds, "
+            "std(ddof=1)/√N, the spread a rerun with other seeds would show.\n")
+
+
+def _report_markdown(title, rows, runs, findings, plots, notes, min_validity, groups=()) -> str:
+    multi_seed = any(g["n_seeds"] > 1 for g in groups)
+    headline = headline_rows(runs)
+    rule_seeds = (" With several seeds the rule compares the (α, objective) seed means, and the run chosen is "
+                  "that group's median-seed run by the same metric (the lower median for an even count)."
+                  if multi_seed else "")
+    parts = [f"# {title}\n", "## Headline\n", headline_table_markdown(headline),
              ("Reasoning accuracy: greedy decoding, and avg@n (mean over prompts of the fraction of n samples that "
               "are correct) ± its standard error over prompts. Coverage: fraction of each open-ended prompt's valid "
               "answers that appear among its samples, averaged over prompts. Validity: fraction of open-ended "
               "samples that are valid answers. KL to uniform: KL(empirical valid answers ‖ uniform over the valid "
               "set), nats. Tokens/answer: mean sampled completion length (EOS included).\n"),
+             seeds_note(list(groups)),
              "## What the sweep shows\n", *[f"- {f}" for f in findings], "",
              (f"Rule: best reasoning = highest avg@n among trained runs; best diversity = highest coverage among "
-              f"trained runs with open-ended validity ≥ {min_validity:g}. Differences are given in units of "
-              "√(se_run² + se_base²).\n")]
+              f"trained runs with open-ended validity ≥ {min_validity:g}.{rule_seeds} Differences are given in "
+              "units of √(se_run² + se_base²).\n")]
     if any(r.get("method") not in (None, "base", "power_flow") for r in runs):
         parts += ["## Methods side by side\n", methods_table_markdown(runs),
                   "Every method uses the same base model, prompts, evaluation and training budget. Inference "
@@ -543,9 +738,12 @@ def _check_runs(runs: list[dict]) -> None:
 
 
 def _row_order(row: dict) -> tuple:
-    """Base model (α None) first, then α ascending, then objective and name."""
+    """Base model (α None) first, then α ascending, then objective, seed (a group's seed mean after
+    its seeds) and name."""
     alpha = row.get("alpha")
-    return (alpha is not None, alpha if alpha is not None else 0.0, row.get("objective") or "", row["name"])
+    seed = row.get("seed")
+    return (alpha is not None, alpha if alpha is not None else 0.0, row.get("objective") or "",
+            bool(row.get("seed_mean")), seed if isinstance(seed, int) else 0, row["name"])
 
 
 def _candidates(rows: list[dict]) -> list[dict]:
@@ -571,7 +769,9 @@ def _difference(run: dict, base: dict, key: str) -> str:
 def _describe(row: dict) -> str:
     alpha = "base model" if row["alpha"] is None else f"α={row['alpha']:g}"
     objective = f" {row['objective']}" if row["objective"] else ""
-    return f"{alpha}{objective} (run {row['name']})"
+    if (row.get("n_seeds") or 1) > 1:
+        return f"{alpha}{objective} ({row['group']}, mean over {row['n_seeds']} seeds, ± se across seeds)"
+    return f"{alpha}{objective} (run {row.get('members', [row['name']])[0]})"
 
 
 def _pass_at_ks(metrics: dict, family: str = "reasoning") -> list[int]:

@@ -3,6 +3,8 @@
 #   scripts/dev.sh main   -> the main job: the default α sweep end to end (`powerflow sweep`: a local
 #                            Prefect server, `dvc repro report`, the table, the MLflow UI command)
 #   scripts/dev.sh test   -> the whole test suite
+#   scripts/dev.sh main -S 'sweep.seeds=[0,1,2]'  -> the same sweep with three training seeds per α
+#                            (`dvc exp run -S ...`: the override lands in params.yaml, as DVC records it)
 # Any further arguments are passed on (to pytest for `test`, to `powerflow sweep` for `main`).
 set -euo pipefail
 cd "$(dirname "$0")/.."

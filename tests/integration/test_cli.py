@@ -69,3 +69,39 @@ def test_missing_params_file_names_the_fix(tmp_path):
     out = _powerflow("verify-exact", "--params", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "m.json"))
     assert out.returncode == 2
     assert "not found" in out.stderr and "--params" in out.stderr
+
+
+def _pipeline_params(tmp_path, **sweep):
+    import yaml
+
+    from tests.pipeline_project import tiny_params
+
+    params = tiny_params(alphas=(2.0,), overrides={"sweep": sweep})
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def test_a_member_command_needs_seed_when_the_sweep_has_several(tmp_path):
+    params = _pipeline_params(tmp_path, seeds=[0, 1])
+    for command in ("train", "register"):
+        out = _powerflow(command, "--params", str(params), "--alpha", "2.0", "--orchestrator", "none", cwd=tmp_path)
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert "--seed is required: sweep.seeds lists 2 seeds (0, 1); pass one of them, e.g. --seed 0" in out.stderr
+        assert out.stderr.count("powerflow: error:") == 1 and "Traceback" not in out.stderr
+    negative = _powerflow("train", "--params", str(params), "--alpha", "2.0", "--seed", "-1", cwd=tmp_path)
+    assert negative.returncode == 2 and "integer >= 0" in negative.stderr, negative.stderr[-2000:]
+    assert not (tmp_path / "models").exists() and not (tmp_path / "outputs").exists()
+    assert "--seed" in _powerflow("train", "--help").stdout
+
+
+def test_sweep_refuses_a_bad_seeds_override_before_running_anything(tmp_path):
+    params = _pipeline_params(tmp_path)
+    before = params.read_text()
+    for override, message in [("sweep.seeds=[0,0]", "sweep.seeds [0, 0] repeats a value"),
+                              ("sweep.seeds=[]", "sweep.seeds is empty"),
+                              ("seeds", "write section.key=value")]:
+        out = _powerflow("sweep", "--params", str(params), "--orchestrator", "none", "-S", override, cwd=tmp_path)
+        assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
+    assert params.read_text() == before and not (tmp_path / "mlflow.db").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".params-check-")]

@@ -1,6 +1,6 @@
 """A crash in evaluation registers nothing and sets no alias; a rerun completes.
 
-A tiny one-α project runs `dvc repro report` for real; while its `evaluate@0.5-la_tb` stage is
+A tiny one-α project runs `dvc repro report` for real; while its `evaluate@0.5-la_tb-0` stage is
 generating, the `powerflow evaluate` process is killed with SIGKILL (no exception handler, no
 cleanup code runs). Training has finished by then. Nothing downstream of the evaluation may exist:
 no evaluation folder, no registered version, no alias, no eval metrics on the run. The same
@@ -22,8 +22,8 @@ from tests.pipeline_project import BIN, ONE_MEMBER_OVERRIDES, env_for, make_proj
 
 pytestmark = pytest.mark.slow
 
-MEMBER = "alpha-0.5-la_tb"
-STAGE = "evaluate@0.5-la_tb"
+MEMBER = "alpha-0.5-la_tb-s0"
+STAGE = "evaluate@0.5-la_tb-0"
 MODEL = "powerflow-world"
 
 
@@ -104,7 +104,7 @@ def test_killed_evaluation_registers_nothing_and_a_rerun_completes(one_member):
     rerun = run(["dvc", "repro", "report"], project)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert f"Running stage '{STAGE}'" in rerun.stdout
-    assert "Running stage 'train@0.5-la_tb'" not in rerun.stdout  # the trained policy was kept
+    assert "Running stage 'train@0.5-la_tb-0'" not in rerun.stdout  # the trained policy was kept
 
     (version,) = client.search_model_versions(f"name='{MODEL}'")
     assert version.run_id == run_.info.run_id
@@ -127,7 +127,7 @@ def test_registering_a_checkpoint_changed_since_its_evaluation_is_refused(one_me
     assert out.returncode == 2 and "is not an evaluation of" in out.stderr and "evaluate it again" in out.stderr, \
         out.stderr[-2000:]
     assert client.search_model_versions(f"name='{MODEL}'") == []
-    unknown = run(["powerflow", "evaluate", "--run", "alpha-9.0-la_tb"], project)
+    unknown = run(["powerflow", "evaluate", "--run", "alpha-9.0-la_tb-s0"], project)
     assert unknown.returncode == 2 and MEMBER in unknown.stderr and "holds no trained model" in unknown.stderr, \
         unknown.stderr[-2000:]
-    assert not (project / "outputs" / "eval" / "alpha-9.0-la_tb").exists()
+    assert not (project / "outputs" / "eval" / "alpha-9.0-la_tb-s0").exists()

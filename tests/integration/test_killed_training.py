@@ -25,7 +25,7 @@ from tests.pipeline_project import BIN, env_for, prepared_project, run
 pytestmark = pytest.mark.slow
 
 STEPS, SAVE_STEPS = 16, 3
-NAME = "alpha-2.0-la_tb"
+NAME = "alpha-2.0-la_tb-s0"
 TRAIN = ["powerflow", "train", "--alpha", "2.0", "--objective", "la_tb"]
 
 

@@ -2,7 +2,9 @@
 
 One tiny project runs the whole pipeline once (`dvc repro report`); the tests then check what a
 user sees: outputs, MLflow runs and registered versions, a second `dvc repro` doing nothing, one
-more α through `dvc exp run -S` re-running only that α, `dvc metrics show`, `dvc plots show`.
+more α through `dvc exp run -S` re-running only that α, `dvc metrics show`, `dvc plots show`, and
+a second training seed through `powerflow sweep -S 'sweep.seeds=[0,1]'` (the README's several-seeds
+command) training only the new seed and reporting the seed mean.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def client(project):
 def test_every_stage_wrote_its_outputs(project):
     assert (project / "data" / "prepared" / "manifest.json").is_file()
     assert (project / "models" / "base" / "model.safetensors").is_file()
-    for name in ("alpha-0.5-la_tb", "alpha-2.0-la_tb"):
+    for name in ("alpha-0.5-la_tb-s0", "alpha-2.0-la_tb-s0"):
         assert (project / "models" / "policies" / name / "model.safetensors").is_file()
         assert (project / "models" / "policies" / name / "logz_head.safetensors").is_file()
         metrics = json.loads((project / "outputs" / "eval" / name / "metrics.json").read_text())
@@ -45,9 +47,10 @@ def test_every_stage_wrote_its_outputs(project):
         history = (project / "outputs" / "train" / name / "history.csv").read_text().splitlines()
         assert history[0].startswith("step,") and len(history) == 3  # header + 2 steps
     report = (project / "outputs" / "report" / "report.md").read_text()
-    assert "alpha-2.0-la_tb" in report or "2.0" in report
+    assert "alpha-2.0-la_tb-s0" in report
+    assert "a standard error across seeds needs ≥ 2 seeds" in report and "seeds) |" not in report
     assert list((project / "outputs" / "report" / "plots").glob("*.png"))
-    assert not (project / "runs" / "train" / "alpha-0.5-la_tb").exists()  # checkpoints cleared after success
+    assert not (project / "runs" / "train" / "alpha-0.5-la_tb-s0").exists()  # checkpoints cleared after success
 
 
 def test_every_baseline_ran_on_the_same_recipe(project, client):
@@ -98,9 +101,11 @@ def test_mlflow_has_one_parent_and_a_child_per_alpha(project, client):
     parents = [r for r in runs if r.data.tags.get("powerflow.role") == "parent"]
     assert len(parents) == 1
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
-    assert {"alpha-0.5-la_tb", "alpha-2.0-la_tb", "base"} <= set(children)
-    child = children["alpha-2.0-la_tb"]
+    assert {"alpha-0.5-la_tb-s0", "alpha-2.0-la_tb-s0", "base"} <= set(children)
+    child = children["alpha-2.0-la_tb-s0"]
     assert child.data.params["run.alpha"] == "2.0"
+    assert child.data.params["run.seed"] == "0" and child.data.tags["seed"] == "0"
+    assert children["grpo"].data.tags["seed"] == "0"  # a baseline trains with train.seed
     assert child.data.params["train.steps"] == "2"
     assert "eval/reasoning/accuracy_mean" in child.data.metrics
     history = client.get_metric_history(child.info.run_id, "train/loss")
@@ -116,15 +121,16 @@ def test_each_checkpoint_is_registered_with_tags_and_aliases(project, client):
     by_alpha = {v.tags["alpha"]: v for v in versions}
     assert set(by_alpha) == {"0.5", "2"}
     for v in versions:
-        assert {"objective", "base_model", "prompts_sha256", "git_commit", "params_sha256"} <= set(v.tags)
+        assert {"objective", "seed", "base_model", "prompts_sha256", "git_commit", "params_sha256"} <= set(v.tags)
     for v in every:  # registered after its evaluation: the version carries the evaluated numbers
-        name = v.tags.get("method") if v.tags.get("method") != "power_flow" else f"alpha-{float(v.tags['alpha'])}-la_tb"
+        name = (v.tags.get("method") if v.tags.get("method") != "power_flow"
+                else f"alpha-{float(v.tags['alpha'])}-la_tb-s{v.tags['seed']}")
         metrics = json.loads((project / "outputs" / "eval" / name / "metrics.json").read_text())
         assert float(v.tags["eval/reasoning/accuracy_mean"]) == pytest.approx(metrics["reasoning/accuracy_mean"])
     # The report picks the runs; an alias points at each pick (a role with no eligible run has none),
     # and the sweep's own alias (default-best-<role>) too, which another sweep's report leaves alone.
     best = json.loads((project / "outputs" / "report" / "summary.json").read_text())["best"]
-    assert best["reasoning"] in {"alpha-0.5-la_tb", "alpha-2.0-la_tb"}
+    assert best["reasoning"] in {"alpha-0.5-la_tb-s0", "alpha-2.0-la_tb-s0"}
     expected = {f"{prefix}best-{role}": name for role, name in best.items() if name for prefix in ("", "default-")}
     aliases = client.get_registered_model("powerflow-world").aliases
     assert set(aliases) == set(expected)
@@ -162,7 +168,7 @@ def test_metrics_and_plots_show_every_alpha(project):
     metrics = run(["dvc", "metrics", "show", "--json"], project)
     assert metrics.returncode == 0, metrics.stderr[-2000:]
     text = metrics.stdout
-    assert "outputs/eval/alpha-0.5-la_tb/metrics.json" in text and "reasoning/accuracy_mean" in text
+    assert "outputs/eval/alpha-0.5-la_tb-s0/metrics.json" in text and "reasoning/accuracy_mean" in text
     plots = run(["dvc", "plots", "show", "-o", "plots_html"], project)
     assert plots.returncode == 0, plots.stderr[-2000:]
     assert (project / "plots_html" / "index.html").is_file()
@@ -171,8 +177,40 @@ def test_metrics_and_plots_show_every_alpha(project):
 def test_one_more_alpha_runs_only_that_alpha(project):
     out = run(["dvc", "exp", "run", "-S", "sweep.alphas=[0.5,2.0,3.0]", "report"], project)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "Running stage 'train@3.0-la_tb'" in out.stdout
-    assert "Running stage 'train@0.5-la_tb'" not in out.stdout
+    assert "Running stage 'train@3.0-la_tb-0'" in out.stdout
+    assert "Running stage 'train@0.5-la_tb-0'" not in out.stdout
     assert "Running stage 'base'" not in out.stdout
     summary = json.loads((project / "outputs" / "report" / "summary.json").read_text())
-    assert "alpha-3.0-la_tb" in summary["runs"]
+    assert "alpha-3.0-la_tb-s0" in summary["runs"]
+
+
+def test_a_second_seed_trains_only_that_seed_and_the_report_gives_the_seed_mean(project, client):
+    """The README's several-seeds command: `powerflow sweep -S ...` runs `dvc exp run -S ...`."""
+    out = run(["powerflow", "sweep", "--orchestrator", "none", "-S", "sweep.alphas=[2.0]", "-S", "sweep.seeds=[0,1]"],
+              project)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Running stage 'train@2.0-la_tb-1'" in out.stdout
+    assert "Running stage 'train@2.0-la_tb-0'" not in out.stdout  # seed 0 is cached
+    assert "| alpha-2.0-la_tb (mean over 2 seeds) |" in out.stdout  # the summary table printed at the end
+
+    policies = project / "models" / "policies"
+    zero, one = ((policies / f"alpha-2.0-la_tb-s{s}" / "model.safetensors").read_bytes() for s in (0, 1))
+    assert zero != one  # another seed trained other weights
+    assert json.loads((project / "outputs" / "train" / "alpha-2.0-la_tb-s1" / "metrics.json").read_text())["seed"] == 1
+
+    summary = json.loads((project / "outputs" / "report" / "summary.json").read_text())
+    group = summary["groups"]["alpha-2.0-la_tb"]
+    assert group["n_seeds"] == 2 and group["seeds"] == "0,1" and group["se_over"] == "seeds"
+    accuracies = [summary["runs"][f"alpha-2.0-la_tb-s{s}"]["reasoning/accuracy_mean"] for s in (0, 1)]
+    assert group["mean"]["reasoning/accuracy_mean"] == pytest.approx(sum(accuracies) / 2)
+    assert group["se"]["reasoning/accuracy_mean"] == pytest.approx(abs(accuracies[0] - accuracies[1]) / 2)
+    assert summary["best_groups"]["reasoning"] == "alpha-2.0-la_tb"
+    assert summary["best"]["reasoning"] in {"alpha-2.0-la_tb-s0", "alpha-2.0-la_tb-s1"}
+    report = (project / "outputs" / "report" / "report.md").read_text()
+    assert "| alpha-2.0-la_tb (mean over 2 seeds) |" in report and "2 training seeds per (α, objective)" in report
+    means = (project / "outputs" / "report" / "alpha_means.csv").read_text().splitlines()
+    assert means[0].startswith("alpha,objective,n_seeds,") and means[1].startswith("2,la_tb,2,")
+
+    (member,) = [r for r in client.search_runs([client.get_experiment_by_name("powerflow").experiment_id])
+                 if r.info.run_name == "alpha-2.0-la_tb-s1"]
+    assert member.data.tags["seed"] == "1" and member.data.params["run.seed"] == "1"

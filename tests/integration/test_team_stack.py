@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 BUCKET = "powerflow"
 MODEL_NAME = "powerflow-world"
-RUN = "alpha-2.0-la_tb"
+RUN = "alpha-2.0-la_tb-s0"
 
 # Runs in a fresh process and folder: everything it needs comes from the tracking server.
 LOAD_AND_GENERATE = """

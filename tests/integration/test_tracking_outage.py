@@ -34,8 +34,8 @@ from powerflow.tracking import (
 from tests.pipeline_project import BIN, env_for, prepared_project, run
 from tests.servers import mlflow_server
 
-NAME = "alpha-2.0-la_tb"
-TRAIN = ["powerflow", "train", "--alpha", "2.0", "--objective", "la_tb"]
+NAME = "alpha-2.0-la_tb-s0"
+TRAIN = ["powerflow", "train", "--alpha", "2.0", "--objective", "la_tb", "--seed", "0"]
 STEPS = 30  # long enough that the server is stopped while the trainer still runs
 
 

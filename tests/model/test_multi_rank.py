@@ -155,11 +155,11 @@ def test_train_stage_on_two_cpu_ranks_writes_the_policy_and_one_run(tmp_path):
     done = run(["powerflow", "train", "--alpha", "2.0", "--objective", "la_tb"], project, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "rank: 1" not in done.stderr  # no failed rank reported by torchrun
-    policy = project / "models" / "policies" / "alpha-2.0-la_tb"
+    policy = project / "models" / "policies" / "alpha-2.0-la_tb-s0"
     for name in ("model.safetensors", "config.json", "logz_head.safetensors", "powerflow_config.json"):
         assert (policy / name).is_file(), name
     assert not (policy / "adapter_model.safetensors").exists()  # LoRA merged, as a one-process run saves it
-    out = project / "outputs" / "train" / "alpha-2.0-la_tb"
+    out = project / "outputs" / "train" / "alpha-2.0-la_tb-s0"
     metrics = json.loads((out / "metrics.json").read_text())
     steps = params["train"]["steps"]
     assert metrics["train/steps"] == steps and metrics["alpha"] == 2.0
@@ -171,7 +171,7 @@ def test_train_stage_on_two_cpu_ranks_writes_the_policy_and_one_run(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     client = MlflowClient()
     members = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
-               if r.info.run_name == "alpha-2.0-la_tb"]
+               if r.info.run_name == "alpha-2.0-la_tb-s0"]
     assert len(members) == 1 and members[0].info.status == "FINISHED"
     run_id = json.loads((out / "run.json").read_text())["run_id"]
     assert members[0].info.run_id == run_id

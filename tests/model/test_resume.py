@@ -62,7 +62,7 @@ def test_history_rows_hold_every_step_once_from_the_log_history():
 
 def test_a_checkpoint_cut_off_mid_write_is_removed_and_the_one_before_resumed(finished, tmp_path):
     _trainer, run_dir = finished
-    workdir = training_workdir(tmp_path / "runs" / "train" / "alpha-2.0-la_tb", PARAMS)
+    workdir = training_workdir(tmp_path / "runs" / "train" / "alpha-2.0-la_tb-s0", PARAMS)
     shutil.copytree(run_dir / "checkpoint-2", workdir / "checkpoint-2")
     shutil.copytree(run_dir / "checkpoint-4", workdir / "checkpoint-4")
     (workdir / "checkpoint-4" / "trainer_state.json").unlink()  # killed before the trainer wrote it (last)
@@ -72,7 +72,7 @@ def test_a_checkpoint_cut_off_mid_write_is_removed_and_the_one_before_resumed(fi
 
 def test_checkpoints_of_other_params_are_cleared_not_resumed(finished, tmp_path):
     _trainer, run_dir = finished
-    workdir = training_workdir(tmp_path / "runs" / "train" / "alpha-2.0-la_tb", PARAMS)
+    workdir = training_workdir(tmp_path / "runs" / "train" / "alpha-2.0-la_tb-s0", PARAMS)
     shutil.copytree(run_dir / "checkpoint-2", workdir / "checkpoint-2")
     (workdir / "run.json").write_text("{}")
     assert resumable_checkpoint(workdir, PARAMS) == str(workdir / "checkpoint-2")

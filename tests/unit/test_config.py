@@ -108,6 +108,12 @@ def test_repository_params_load_as_a_pipeline_config(tmp_path):
     (lambda p: p["sweep"].update(alphas=[2.0, 0]), r"sweep\.alphas: α = 0\.0 is not allowed"),
     (lambda p: p["sweep"].update(alphas=[2.0, 2.0]), r"repeats"),
     (lambda p: p["sweep"].update(objectives=["dpo"]), r"sweep\.objectives contains 'dpo'"),
+    (lambda p: p["sweep"].update(seeds=[]), r"sweep\.seeds is empty: list at least one training seed"),
+    (lambda p: p["sweep"].update(seeds=[0, 1, 0]), r"sweep\.seeds \[0, 1, 0\] repeats a value: list each seed once"),
+    (lambda p: p["sweep"].update(seeds=[0, -1]), r"sweep\.seeds contains -1: every seed must be an integer >= 0"),
+    (lambda p: p["sweep"].update(seeds=[0, 1.5]), r"sweep\.seeds\[1\] must be an integer"),
+    (lambda p: p["sweep"].update(seeds=[True]), r"sweep\.seeds\[0\] must be an integer"),
+    (lambda p: p["sweep"].update(seeds=3), r"sweep\.seeds must be a list"),
     (lambda p: p["train"].update(num_generations=1), r"train\.num_generations"),
     (lambda p: p["train"].update(lr=1), r"train\.lr"),
     (lambda p: p.update(trian={}), r"unknown section\(s\) trian"),
@@ -125,7 +131,38 @@ def test_alpha_labels_match_what_dvc_renders():
     from powerflow.pipeline import alpha_label, run_name
 
     assert alpha_label("4.0") == "4.0" and alpha_label(4) == "4.0" and alpha_label(0.5) == "0.5"
-    assert run_name("2.0", "tb") == "alpha-2.0-tb"
+    assert run_name("2.0", "tb", 0) == "alpha-2.0-tb-s0"
     for bad in ("0", "-1", "nan", "inf", "four"):
         with pytest.raises(UserError, match="--alpha"):
             alpha_label(bad)
+
+
+def test_seeds_default_to_one_and_each_member_is_named_by_alpha_objective_and_seed(tmp_path):
+    from powerflow.config import SweepConfig, load_pipeline_config
+    from powerflow.pipeline import group_name, run_name, sweep_members, train_command
+
+    assert SweepConfig().seeds == (0,)
+    # seed 0 is suffixed too (DVC's matrix paths are one pattern); the CLI's text and DVC's str() agree
+    assert run_name("4.0", "la_tb", 0) == run_name(4, "la_tb", "0") == "alpha-4.0-la_tb-s0"
+    assert run_name("0.5", "tb", 12) == "alpha-0.5-tb-s12" and group_name(4, "la_tb") == "alpha-4.0-la_tb"
+    assert train_command("alpha-4.0-la_tb-s2") == "powerflow train --alpha 4.0 --objective la_tb --seed 2"
+    cfg = load_pipeline_config(_pipeline_params(tmp_path, lambda p: p["sweep"].update(
+        alphas=[0.5, 4.0], objectives=["la_tb", "tb"], seeds=[0, 1])))
+    members = sweep_members(cfg)
+    assert members[:3] == [("0.5", "la_tb", 0), ("0.5", "la_tb", 1), ("0.5", "tb", 0)]  # DVC's matrix order
+    assert len({run_name(*m) for m in members}) == len(members) == 8
+
+
+def test_a_member_command_needs_a_seed_only_when_the_sweep_has_several(tmp_path):
+    from powerflow.config import UserError, load_pipeline_config
+    from powerflow.pipeline import check_seed, member_seed
+
+    one = load_pipeline_config(_pipeline_params(tmp_path, lambda p: p["sweep"].update(seeds=[7])))
+    assert member_seed(one, None) == 7 and member_seed(one, "3") == 3
+    several = load_pipeline_config(_pipeline_params(tmp_path, lambda p: p["sweep"].update(seeds=[0, 1, 2])))
+    assert member_seed(several, 1) == 1
+    with pytest.raises(UserError, match=r"--seed is required: sweep\.seeds lists 3 seeds \(0, 1, 2\).*--seed 0"):
+        member_seed(several, None)
+    for bad in (-1, "x", "1.5", True):
+        with pytest.raises(UserError, match="integer >= 0"):
+            check_seed(bad)

@@ -195,9 +195,9 @@ def method_runs():
                 "open_ended/validity": 0.9, "eval/n_samples": 16}
     return [
         {"name": "base", "alpha": None, "method": "base", "metrics": m(0.375, 0.017, 9.0, 9.0)},
-        {"name": "alpha-2.0-la_tb", "alpha": 2.0, "objective": "la_tb", "method": "power_flow",
+        {"name": "alpha-2.0-la_tb-s0", "alpha": 2.0, "objective": "la_tb", "method": "power_flow",
          "metrics": m(0.51, 0.02, 11.0, 11.0), "train": {"train/seconds": 50.0}},
-        {"name": "alpha-4.0-la_tb", "alpha": 4.0, "objective": "la_tb", "method": "power_flow",
+        {"name": "alpha-4.0-la_tb-s0", "alpha": 4.0, "objective": "la_tb", "method": "power_flow",
          "metrics": m(0.47, 0.02, 11.0, 11.0), "train": {"train/seconds": 52.0}},
         {"name": "mcmc-4.0", "alpha": None, "method": "mcmc", "method_alpha": 4.0, "metrics": m(0.50, 0.02, 10.0, 220.0)},
         {"name": "low_temperature-4.0", "alpha": None, "method": "low_temperature", "method_alpha": 4.0,
@@ -218,7 +218,7 @@ def test_methods_table_lists_every_method_with_inference_tokens_and_training_tim
     assert "| GRPO (gold answers) | grpo |" in text and "| 60 |" in text
     assert "| verbalized sampling | verbalized | not applicable:" in text
     order = [line.split("|")[2].strip() for line in lines[2:]]
-    assert order == ["base", "alpha-2.0-la_tb", "alpha-4.0-la_tb", "low_temperature-4.0", "mcmc-4.0", "verbalized",
+    assert order == ["base", "alpha-2.0-la_tb-s0", "alpha-4.0-la_tb-s0", "low_temperature-4.0", "mcmc-4.0", "verbalized",
                      "grpo"]
 
 
@@ -236,3 +236,99 @@ def test_method_findings_state_the_mcmc_and_grpo_comparisons():
     worse = [dict(r, metrics=dict(r["metrics"], **{"reasoning/accuracy_mean": 0.70})) if r["name"] == "mcmc-4.0" else r
              for r in method_runs()]
     assert next(f for f in method_findings(worse) if "MCMC" in f).startswith("Power-Flow did not match")
+
+
+# ----------------------------------------------------------------------------- seeds
+
+
+def test_seed_mean_and_se_are_the_textbook_values():
+    from powerflow.report import seed_mean_se
+
+    # x = 1, 2, 3: mean 2, s² = (1 + 0 + 1) / 2 = 1, se = 1 / √3
+    mean, se = seed_mean_se([1.0, 2.0, 3.0])
+    assert mean == pytest.approx(2.0) and se == pytest.approx(1 / math.sqrt(3))
+    # x = 0.4, 0.6: mean 0.5, s = √0.02 = 0.1414, se = s / √2 = 0.1
+    assert seed_mean_se([0.4, 0.6]) == pytest.approx((0.5, 0.1))
+    assert seed_mean_se([0.5, 0.5, 0.5]) == (0.5, 0.0)
+    # one seed: its value, and no spread across seeds; a missing value is left out; none at all: NaN
+    mean, se = seed_mean_se([0.25])
+    assert mean == 0.25 and math.isnan(se)
+    assert seed_mean_se([0.4, math.nan, None, 0.6]) == pytest.approx((0.5, 0.1))
+    assert all(math.isnan(x) for x in seed_mean_se([]))
+
+
+def seed_runs(accuracies: dict[float, list[float]], coverage=0.5, validity=0.9):
+    """The base model and, per α, one run per seed with the given avg@n (per-prompt se 0.02)."""
+    runs = [{"name": "base", "alpha": None, "objective": None, "metrics": metrics(0.30, 0.02, 0.4, 0.02, 0.95, 0.8, 9.0),
+             "train": {}, "registered": None}]
+    for alpha, values in accuracies.items():
+        for seed, acc in enumerate(values):
+            runs.append({"name": f"alpha-{alpha}-la_tb-s{seed}", "alpha": alpha, "objective": "la_tb", "seed": seed,
+                         "group": f"alpha-{alpha}-la_tb", "method": "power_flow",
+                         "metrics": metrics(acc, 0.02, coverage, 0.02, validity, 0.5, 10.0),
+                         "train": {}, "registered": None})
+    return runs
+
+
+def test_aggregate_seeds_gives_mean_and_se_per_metric():
+    from powerflow.report import aggregate_seeds
+
+    groups = aggregate_seeds(seed_runs({2.0: [0.4, 0.6], 4.0: [0.5]}))
+    assert [g["group"] for g in groups] == ["alpha-2.0-la_tb", "alpha-4.0-la_tb"]  # the base model is no group
+    two, one = groups
+    assert two["n_seeds"] == 2 and two["seeds"] == [0, 1] and two["se_over"] == "seeds"
+    assert two["members"] == ["alpha-2.0-la_tb-s0", "alpha-2.0-la_tb-s1"]
+    assert two["mean"]["reasoning/accuracy_mean"] == pytest.approx(0.5)
+    assert two["se"]["reasoning/accuracy_mean"] == pytest.approx(0.1)  # across seeds, not the per-prompt 0.02
+    assert two["se"]["open_ended/coverage"] == 0.0  # both seeds at 0.5
+    assert "reasoning/accuracy_mean_se" not in two["mean"]  # per-prompt ses are not averaged
+    # one seed: the run's own numbers, with its per-prompt se
+    assert one["n_seeds"] == 1 and one["se_over"] == "prompts"
+    assert one["mean"]["reasoning/accuracy_mean"] == 0.5 and one["se"]["reasoning/accuracy_mean"] == 0.02
+    assert math.isnan(one["se"]["open_ended/kl_uniform"])  # no per-prompt se for that metric
+
+
+def test_headline_gains_a_seed_mean_row_per_alpha_after_its_seeds():
+    from powerflow.report import headline_rows
+
+    lines = headline_table_markdown(headline_rows(seed_runs({2.0: [0.4, 0.6], 4.0: [0.5, 0.7, 0.6]}))).splitlines()
+    names = [line.split("|")[1].strip() for line in lines[2:]]
+    assert names == ["base", "alpha-2.0-la_tb-s0", "alpha-2.0-la_tb-s1", "alpha-2.0-la_tb (mean over 2 seeds)",
+                     "alpha-4.0-la_tb-s0", "alpha-4.0-la_tb-s1", "alpha-4.0-la_tb-s2",
+                     "alpha-4.0-la_tb (mean over 3 seeds)"]
+    assert "| 0.400 ± 0.020 |" in lines[3]  # a seed's row keeps its per-prompt se
+    assert "| 0.500 ± 0.100 |" in lines[5]  # the mean row: mean ± se across seeds
+    # α=4: 0.5, 0.7, 0.6 -> mean 0.6, s = 0.1, se = 0.1/√3 = 0.058
+    assert "| 0.600 ± 0.058 |" in lines[9]
+    # one seed everywhere: no mean rows (they would repeat the runs' rows)
+    assert len(headline_rows(seed_runs({2.0: [0.4], 4.0: [0.5]}))) == 3
+
+
+def test_best_run_is_the_median_seed_of_the_best_seed_mean():
+    # α=2's luckiest seed (0.9) beats every α=4 seed, but α=4 has the better mean (0.6 vs 0.5)
+    runs = seed_runs({2.0: [0.2, 0.9, 0.4], 4.0: [0.62, 0.58, 0.6]})
+    rows = runs_table(runs)
+    assert best_runs(rows)["reasoning"] == "alpha-4.0-la_tb-s2"  # median of 0.58, 0.6, 0.62
+    from powerflow.report import best_groups
+
+    assert best_groups(rows)["reasoning"] == "alpha-4.0-la_tb"
+    # an even count takes the lower median
+    assert best_runs(runs_table(seed_runs({4.0: [0.7, 0.5]})))["reasoning"] == "alpha-4.0-la_tb-s1"
+    # diversity: the same, among groups whose mean validity passes
+    assert best_runs(rows, min_validity=0.95)["diversity"] is None
+    assert best_runs(rows)["diversity"] == "alpha-2.0-la_tb-s1"  # coverages tie: first group, ties ordered by seed
+
+
+def test_report_with_seeds_states_means_and_the_aliased_run(tmp_path):
+    runs = seed_runs({2.0: [0.2, 0.9, 0.4], 4.0: [0.62, 0.58, 0.6]})
+    out = write_report(runs, {}, tmp_path / "report", title="seeds")
+    assert out["best"]["reasoning"] == "alpha-4.0-la_tb-s2"
+    assert out["best_groups"]["reasoning"] == "alpha-4.0-la_tb"
+    assert [g["n_seeds"] for g in out["groups"]] == [3, 3]
+    text = out["report"].read_text()
+    assert "| alpha-4.0-la_tb (mean over 3 seeds) |" in text
+    assert "3 training seeds per (α, objective)" in text and "std(ddof=1)/√N" in text
+    findings = text.split("## What the sweep shows")[1].split("##")[0]
+    assert "mean over 3 seeds" in findings and "alias points at alpha-4.0-la_tb-s2" in findings
+    single = write_report(seed_runs({2.0: [0.4]}), {}, tmp_path / "single", title="one seed")["report"].read_text()
+    assert "a standard error across seeds needs ≥ 2 seeds" in single and "seeds) |" not in single
