@@ -244,6 +244,9 @@ def check_alpha(alpha: float, where: str) -> float:
     return float(alpha)
 
 
+LR_SCHEDULES = ("constant", "linear", "cosine")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Fine-tuning one policy with PowerFlowTrainer. Section `train:` of params.yaml."""
@@ -258,6 +261,20 @@ class TrainConfig:
     lora_r: int = field(default=8, metadata={"help": "LoRA rank; 0 fine-tunes all weights against a frozen copy."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator."})
     clip_epsilon: float = field(default=0.2, metadata={"help": "Importance-weight clip range [1-ε, 1+ε]."})
+    lr_schedule: str = field(
+        default="constant",
+        metadata={"help": "Learning-rate schedule over train.steps: constant, linear (to 0) or cosine (to 0)."},
+    )
+    base_mix: float = field(
+        default=0.0,
+        metadata={"help": "Share of each prompt's num_generations rollouts sampled from the frozen base instead of "
+                          "the policy (off-policy exploration; keeps TB's exact fixed point). Needs lora_r >= 1."},
+    )
+    huber_delta: float | None = field(
+        default=None,
+        metadata={"help": "null: squared loss on the residual δ. κ > 0: Huber loss (quadratic for |δ| ≤ κ, linear "
+                          "beyond), bounding the pull of rare completions with huge residuals; same fixed point."},
+    )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clip."})
     families: tuple[str, ...] = field(
         default=("reasoning", "open_ended"), metadata={"help": "Prompt families the policy trains on."}
@@ -330,6 +347,19 @@ class TrainConfig:
             raise ConfigError(f"train.lora_r={self.lora_r}: use a rank >= 1, or 0 for full fine-tuning.")
         if not self.families:
             raise ConfigError("train.families is empty: list the prompt families to train on, e.g. [reasoning].")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"train.lr_schedule={self.lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}.")
+        if not 0.0 <= self.base_mix <= 1.0:
+            raise ConfigError(f"train.base_mix={self.base_mix}: use a fraction in [0, 1], e.g. 0.25 (0 = on-policy only).")
+        if self.base_mix > 0 and self.lora_r == 0:
+            raise ConfigError("train.base_mix > 0 samples from the base by switching the LoRA adapter off: set "
+                              "train.lora_r >= 1, or base_mix: 0 for full fine-tuning.")
+        if self.base_mix > 0 and self.use_vllm:
+            raise ConfigError("train.base_mix > 0 is not supported with train.use_vllm (the engine holds only the "
+                              "policy): set base_mix: 0 or use_vllm: false.")
+        if self.huber_delta is not None and not (math.isfinite(self.huber_delta) and self.huber_delta > 0):
+            raise ConfigError(f"train.huber_delta={self.huber_delta}: use a number > 0 (e.g. 1.0), or null for the "
+                              "squared loss.")
 
     def _check_batch_and_precision(self) -> None:
         completions = self.prompts_per_step * self.num_generations

@@ -340,7 +340,8 @@ def trainer_arguments(cfg: PipelineConfig, alpha: float, objective: str, output_
     from powerflow.trainer import PowerFlowConfig
 
     t = cfg.train
-    return PowerFlowConfig(alpha=alpha, objective=objective, logz=t.logz, logz_learning_rate=t.logz_learning_rate,
+    return PowerFlowConfig(alpha=alpha, objective=objective, logz=t.logz, logz_learning_rate=t.logz_learning_rate, huber_delta=t.huber_delta,
+                           base_mix=t.base_mix,
                            **shared_training_arguments(cfg, output_dir, seed=seed))
 
 
@@ -356,7 +357,7 @@ def shared_training_arguments(cfg: PipelineConfig, output_dir: Path, seed: int |
     return dict(
         output_dir=str(output_dir),
         learning_rate=t.learning_rate,
-        lr_scheduler_type="constant",
+        lr_scheduler_type=t.lr_schedule,
         # one optimizer step = prompts_per_step × G completions per process, in gradient_accumulation_steps parts
         per_device_train_batch_size=t.prompts_per_step * t.num_generations // t.gradient_accumulation_steps,
         gradient_accumulation_steps=t.gradient_accumulation_steps,

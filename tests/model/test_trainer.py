@@ -173,3 +173,61 @@ def test_trainer_refuses_reward_functions_and_plain_grpo_config(tmp_path, small_
     with pytest.raises(TypeError, match="reward"):
         PowerFlowTrainer(model=model, args=PowerFlowConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False),
                          processing_class=tok, reward_funcs=[lambda **k: [0.0]])
+
+
+def _empirical_tv(batch, base):
+    """TV between the batch's completions and the enumerated base distribution."""
+    from collections import Counter
+
+    ids, mask = batch["completion_ids"], batch["completion_mask"]
+    seqs = Counter(tuple(ids[i, : int(mask[i].sum())].tolist()) for i in range(ids.size(0)))
+    n = ids.size(0)
+    exact = dict(zip(base.sequences, base.log_prob.exp().tolist()))
+    return 0.5 * sum(abs(seqs.get(s, 0) / n - p) for s, p in exact.items())
+
+
+def test_base_mix_draws_its_share_of_rollouts_from_the_frozen_base(tmp_path, small_cfg):
+    """base_mix=1: rollouts follow p_base even when the adapter makes π_θ very different."""
+    from dataclasses import replace
+
+    cfg = replace(small_cfg, num_generations=256)
+    results = {}
+    for mix in (0.0, 1.0):
+        trainer, base, _ = trainer_for_enumerable(cfg, alpha=2.0, objective="tb", output_dir=tmp_path / str(mix),
+                                                  base_mix=mix)
+        torch.manual_seed(0)
+        with torch.no_grad():  # move the policy far from the base: large random LoRA B matrices
+            for name, p in trainer.model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0.0, 2.0)
+        trainer.model.train()
+        assert trainer.base_rollout_slots(8, 8) == [mix == 1.0] * 8
+        batch = trainer._generate_and_score_completions([{"prompt": cfg.prompt}] * cfg.num_generations)
+        results[mix] = _empirical_tv(batch, base)
+    # the TV of 256 genuine base draws to p_base is the noise floor (~85 sequences: not small)
+    gen = torch.Generator().manual_seed(1)
+    draws = torch.multinomial(base.log_prob.exp(), cfg.num_generations, replacement=True, generator=gen)
+    counts = torch.bincount(draws, minlength=len(base.sequences)).double() / cfg.num_generations
+    floor = 0.5 * (counts - base.log_prob.exp()).abs().sum().item()
+    assert results[1.0] < floor + 0.08, (results, floor)
+    assert results[0.0] > results[1.0] + 0.2, results
+
+
+def test_base_mix_slots_are_the_last_share_of_every_group(tmp_path, small_cfg):
+    trainer, _, _ = trainer_for_enumerable(small_cfg, alpha=2.0, objective="tb", output_dir=tmp_path, base_mix=0.25)
+    trainer.model.train()
+    assert trainer.base_rollout_slots(16, 8) == ([False] * 6 + [True] * 2) * 2
+    trainer.model.eval()
+    assert not any(trainer.base_rollout_slots(16, 8))  # evaluation samples from the policy only
+
+
+def test_base_mix_is_refused_without_an_adapter_and_out_of_range(tmp_path, small_cfg):
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="full fine-tuning"):
+        trainer_for_enumerable(replace(small_cfg, lora_r=0), alpha=2.0, objective="tb", output_dir=tmp_path,
+                               base_mix=0.5)
+    with pytest.raises(ValueError, match=r"base_mix=1.5"):
+        PowerFlowConfig(str(tmp_path), base_mix=1.5)
+    with pytest.raises(ValueError, match="huber_delta"):
+        PowerFlowConfig(str(tmp_path), huber_delta=-1.0)

@@ -140,3 +140,38 @@ def test_mean_pool_ignores_padding():
 def test_unknown_objective_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="la_tb, tb, tb_token"):
         residual_fn("subtb")
+
+
+def test_huber_equals_squared_inside_delta_and_is_linear_outside():
+    from powerflow.objectives import huber_loss
+
+    inside = torch.tensor([0.3, -0.9, 0.0], dtype=torch.float64)
+    assert huber_loss(inside, 1.0).item() == pytest.approx(weighted_squared_loss(inside).item())
+    outside = torch.tensor([3.0, -5.0], dtype=torch.float64)
+    assert huber_loss(outside, 1.0).item() == pytest.approx(((2 * 3 - 1) + (2 * 5 - 1)) / 2)
+
+
+def test_huber_gradient_is_twice_the_clipped_residual_and_zero_at_the_fixed_point():
+    from powerflow.objectives import huber_loss
+
+    delta = torch.tensor([0.5, -4.0, 30.0, 0.0], dtype=torch.float64, requires_grad=True)
+    huber_loss(delta, 2.0).backward()
+    assert delta.grad.tolist() == pytest.approx([2 * 0.5 / 4, 2 * -2.0 / 4, 2 * 2.0 / 4, 0.0])
+    zero = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    loss = huber_loss(zero, 1.0)
+    loss.backward()
+    assert loss.item() == 0.0 and zero.grad.abs().max().item() == 0.0
+
+
+def test_power_flow_loss_with_huber_delta_bounds_each_samples_pull():
+    log_p, length, psi = _batch()
+    log_pi = torch.tensor([-1.0, -2.0, -1.5, -0.1], dtype=torch.float64, requires_grad=True)
+    terms = power_flow_loss(objective="tb", alpha=4.0, log_z=torch.zeros(4, dtype=torch.float64), log_pi=log_pi,
+                            log_pi_old=log_pi.detach(), log_p_base=log_p, length=length, psi=None,
+                            epsilon_low=0.2, epsilon_high=0.2, huber_delta=1.0)
+    terms.loss.backward()
+    assert log_pi.grad.abs().max().item() <= 2 * 1.0 / 4 + 1e-12  # |∂L/∂log π| ≤ 2κ / B
+    with pytest.raises(ValueError, match="huber delta must be > 0"):
+        from powerflow.objectives import huber_loss
+
+        huber_loss(log_pi, 0.0)

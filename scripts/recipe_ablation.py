@@ -1,0 +1,176 @@
+"""Recipe ablation on the embedded world: train variants × α × seeds, measure each against the exact p_base^α.
+
+Every run trains one policy with PowerFlowTrainer from `models/base` on the prepared prompts (run
+`powerflow prepare` and `powerflow pretrain` first, or `dvc repro base`), with params.yaml's `train:`
+section overridden by the variant, then scores the policy on the world's structured support
+(powerflow.world.oracle): its exact accuracy mass on the eval reasoning prompts, KL(p_α ‖ π) per
+family, open-ended validity and expected coverage of 16 samples, beside the same numbers for p_α.
+Nothing is sampled for the metrics, so two runs differ only by training.
+
+    .venv/bin/python scripts/recipe_ablation.py --alphas 2 4 --seeds 0 1 2 --variants old new --jobs 2
+
+writes outputs/ablation/results.jsonl (one line per run, with the curve of exact accuracy against
+steps) and outputs/ablation/table.md (mean ± standard error over seeds). A run already in
+results.jsonl is not trained again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The recipe before issue 12 and the one after, then one change at a time from the new one.
+NEW = {"objective": "tb", "lora_r": 0, "logz": "group", "learning_rate": 5e-4, "lr_schedule": "cosine", "steps": 300}
+VARIANTS: dict[str, dict] = {
+    "old": {"objective": "la_tb", "lora_r": 8, "logz": "head", "learning_rate": 3e-3, "lr_schedule": "constant",
+            "steps": 200},
+    "new": NEW,
+    "new+lora": {**NEW, "lora_r": 8, "learning_rate": 3e-3},
+    "new+head": {**NEW, "logz": "head"},
+    "new+la_tb": {**NEW, "objective": "la_tb"},
+    "new+constant-200": {**NEW, "lr_schedule": "constant", "steps": 200},
+    "new+huber": {**NEW, "huber_delta": 1.0},
+    "old+huber+group": {"objective": "tb", "lora_r": 8, "logz": "group", "learning_rate": 3e-3,
+                        "lr_schedule": "constant", "steps": 200, "huber_delta": 1.0},
+}
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error across seeds (se = sample std / √n; nan for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, math.nan
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def run_one(variant: str, alpha: float, seed: int, curve_every: int) -> dict:
+    """Train one policy and return its exact metrics (this process; torch on one thread)."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import TrainerCallback
+
+    from powerflow import pipeline
+    from powerflow.config import load_pipeline_config
+    from powerflow.trainer import PowerFlowTrainer
+    from powerflow.world import oracle
+
+    torch.set_num_threads(1)
+    settings = dict(VARIANTS[variant])
+    objective = settings.pop("objective")
+    cfg = load_pipeline_config(ROOT / "params.yaml")
+    cfg = replace(cfg, train=replace(cfg.train, **settings, save_steps=10**6))
+    lay = pipeline.layout_of(cfg)
+    tokenizer = pipeline.load_tokenizer(str(lay.base_model))
+    base = pipeline.load_causal_lm(str(lay.base_model))
+    supports = oracle.score_supports(cfg.world, base, tokenizer, pipeline.evaluation_rows(cfg))
+    target = oracle.oracle_metrics(supports, alpha, "tb")
+    prompts, _ = pipeline.training_prompts(cfg)
+    workdir = ROOT / "outputs" / "ablation" / "work" / f"{variant}-{alpha}-{seed}"
+    args = pipeline.trainer_arguments(cfg, alpha, objective, workdir, seed=seed)
+    args.disable_tqdm = True
+    curve: list[dict] = []
+
+    def exact_now(model) -> dict:
+        d = oracle.policy_distance(supports, model, tokenizer, alpha, "tb")
+        return {"accuracy": d["reasoning/accuracy"], "kl_reasoning": d["reasoning/kl_target"],
+                "validity": d["open_ended/validity"], "coverage": d["open_ended/coverage"],
+                "kl_open": d["open_ended/kl_target"], "mass_reasoning": d["reasoning/mass"]}
+
+    class ExactCurve(TrainerCallback):
+        def on_step_end(self, args_, state, control, **kwargs):
+            if state.global_step % curve_every == 0 and state.global_step < args_.max_steps:
+                curve.append({"step": state.global_step, **exact_now(trainer.model)})
+
+    peft = None if cfg.train.lora_r == 0 else LoraConfig(
+        r=cfg.train.lora_r, lora_alpha=cfg.train.lora_alpha, target_modules="all-linear", lora_dropout=0.0)
+    trainer = PowerFlowTrainer(model=pipeline.load_causal_lm(str(lay.base_model)), args=args,
+                               train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tokenizer,
+                               peft_config=peft, callbacks=[ExactCurve()])
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    final = exact_now(trainer.model)
+    curve.append({"step": cfg.train.steps, **final})
+    return {"variant": variant, "alpha": alpha, "seed": seed, "settings": VARIANTS[variant], "train_s": seconds,
+            **final, "target_accuracy": target["reasoning/accuracy"], "target_validity": target["open_ended/validity"],
+            "target_coverage": target["open_ended/coverage"], "curve": curve}
+
+
+def read_results(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def table(results: list[dict]) -> str:
+    """Markdown: one row per (variant, α), mean ± se over seeds."""
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["variant"], r["alpha"]), []).append(r)
+    lines = ["| variant | α | seeds | exact accuracy | ÷ p^α accuracy | KL(p^α‖π) reasoning | open validity | "
+             "open coverage (p^α) | KL(p^α‖π) open | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (variant, alpha), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], list(VARIANTS).index(kv[0][0]))):
+        def cell(key, fmt="{:.3f}"):
+            m, se = mean_se([r[key] for r in rs])
+            return fmt.format(m) + ("" if math.isnan(se) else " ± " + fmt.format(se))
+        ratio = mean_se([r["accuracy"] / r["target_accuracy"] for r in rs])
+        lines.append(
+            f"| {variant} | {alpha:g} | {len(rs)} | {cell('accuracy')} | {ratio[0]:.2f} | {cell('kl_reasoning')} | "
+            f"{cell('validity')} | {cell('coverage')} ({rs[0]['target_coverage']:.3f}) | {cell('kl_open')} | "
+            f"{cell('train_s', '{:.0f}')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--alphas", type=float, nargs="+", default=[2.0, 4.0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--variants", nargs="+", default=["old", "new"], choices=list(VARIANTS))
+    ap.add_argument("--jobs", type=int, default=2, help="runs trained at once (one CPU thread each)")
+    ap.add_argument("--curve-every", type=int, default=50)
+    ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "ablation")
+    ap.add_argument("--one", nargs=3, metavar=("VARIANT", "ALPHA", "SEED"), help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.one:
+        print(json.dumps(run_one(a.one[0], float(a.one[1]), int(a.one[2]), a.curve_every)))
+        return 0
+    a.out.mkdir(parents=True, exist_ok=True)
+    results_path = a.out / "results.jsonl"
+    done = {(r["variant"], r["alpha"], r["seed"]) for r in read_results(results_path)}
+    todo = [(v, al, s) for v in a.variants for al in a.alphas for s in a.seeds if (v, al, s) not in done]
+
+    def launch(job):
+        v, al, s = job
+        proc = subprocess.run([sys.executable, __file__, "--one", v, str(al), str(s), "--curve-every",
+                               str(a.curve_every)], capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode != 0:
+            print(f"{v} α={al} seed={s} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+            return None
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        with results_path.open("a") as f:
+            f.write(json.dumps(result) + "\n")
+        print(f"{v} α={al:g} seed={s}: accuracy {result['accuracy']:.3f} (p^α {result['target_accuracy']:.3f}), "
+              f"{result['train_s']:.0f} s", flush=True)
+        return result
+
+    with ThreadPoolExecutor(max_workers=a.jobs) as pool:
+        failed = sum(r is None for r in pool.map(launch, todo))
+    wanted = [r for r in read_results(results_path)
+              if r["variant"] in a.variants and r["alpha"] in a.alphas and r["seed"] in a.seeds]
+    (a.out / "table.md").write_text(table(wanted))
+    print(table(wanted))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
