@@ -280,7 +280,8 @@ class TrainConfig:
         default=("reasoning", "open_ended"), metadata={"help": "Prompt families the policy trains on."}
     )
     save_steps: int = field(default=20, metadata={"help": "Checkpoint every N steps (a rerun resumes from it)."})
-    seed: int = field(default=0, metadata={"help": "Seed of sampling and initialisation."})
+    seed: int = field(default=0, metadata={"help": "Training seed of the baselines (GRPO, EMPO); the α sweep's "
+                                                   "members train with sweep.seeds."})
     accelerate_config: str | None = field(
         default=None,
         metadata={"help": "accelerate config file, relative to the project root (e.g. infra/accelerate/zero3.yaml): "

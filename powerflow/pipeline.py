@@ -1150,6 +1150,8 @@ def evaluate_checkpoint(cfg: PipelineConfig, source: str, out_dir: Path, progres
     del generator
     if alpha is not None and ecfg.diagnostics_prompts > 0:
         metrics.update(policy_diagnostics_of(cfg, source, tokenizer, rows, alpha))
+    if alpha is not None:
+        metrics.update(world_exact_metrics(cfg, source, tokenizer, alpha, metrics))
     with atomic_directory(out_dir) as tmp:
         write_text_atomic("".join(json.dumps(s, default=str) + "\n" for s in samples), tmp / "samples.jsonl")
         write_json_atomic(metrics, tmp / "metrics.json")
@@ -1179,6 +1181,34 @@ def policy_diagnostics_of(cfg: PipelineConfig, source: str, tokenizer, rows: lis
     base = load_causal_lm(base_model_source(cfg), cfg.model.trust_remote_code)
     return policy_diagnostics(policy, base, tokenizer, prompts, alpha, n_samples=ecfg.diagnostics_samples,
                               max_new_tokens=ecfg.max_new_tokens, seed=ecfg.seed, batch_size=ecfg.batch_size)
+
+
+def world_exact_metrics(cfg: PipelineConfig, source: str, tokenizer, alpha: float, metrics: dict) -> dict:
+    """The policy at `source` against the exact p_base^α of the embedded world; {} off the world.
+
+    exact/target/<family>/<metric>: p_base^α itself on the world's support (powerflow.world.oracle):
+      reasoning accuracy and pass@n, open-ended validity, expected coverage and KL to uniform of
+      evaluate.n_samples samples, E|y|, and support_bound (the base's mass outside the support).
+    exact/policy/<family>/<metric>: the same read off the policy's own probabilities on the support,
+      with kl_target = KL(p_α ‖ π) there and mass = π's mass on the support.
+    exact/accuracy_ratio: the sampled reasoning avg@n over the exact p^α accuracy.
+    """
+    from powerflow.eval.suite import WORLD
+    from powerflow.world import oracle
+
+    if not cfg.model.is_world or WORLD not in cfg.evaluate.benchmarks:
+        return {}
+    n = cfg.evaluate.n_samples
+    base = load_causal_lm(base_model_source(cfg), cfg.model.trust_remote_code)
+    supports = oracle.score_supports(cfg.world, base, tokenizer, evaluation_rows(cfg))
+    target = oracle.oracle_metrics(supports, alpha, "tb", n_samples=n)
+    policy = oracle.policy_distance(supports, load_causal_lm(source, cfg.model.trust_remote_code), tokenizer,
+                                    alpha, "tb", n_samples=n)
+    out = {f"exact/target/{k}": v for k, v in target.items()} | {f"exact/policy/{k}": v for k, v in policy.items()}
+    sampled = metrics.get("reasoning/accuracy_mean")
+    if sampled is not None and target.get("reasoning/accuracy", 0) > 0:
+        out["exact/accuracy_ratio"] = sampled / target["reasoning/accuracy"]
+    return out
 
 
 def evaluation_settings(cfg: PipelineConfig, source: str, alpha: float | None) -> dict:

@@ -41,7 +41,7 @@ VALIDITY = "open_ended/validity"
 DEFAULT_MIN_VALIDITY = 0.8  # below it a run's open-ended answers are too often invalid to call diverse
 _PASS_AT = re.compile(r"^(?P<family>[^/]+)/pass@(?P<k>\d+)$")
 # Metric prefixes that are not eval families.
-_NOT_FAMILIES = {"cost", "eval", "diag", "registered", "sampler"}
+_NOT_FAMILIES = {"cost", "eval", "diag", "registered", "sampler", "exact"}
 # Per-family columns of the benchmark tables, in this order, when some run has them: (suffix, header).
 FAMILY_COLUMNS = (
     ("accuracy_greedy", "acc greedy"), ("accuracy_mean", "avg@n ± se"), ("pass@max", "pass@n"),
@@ -170,12 +170,90 @@ def seed_mean_rows(rows: list[dict]) -> list[dict]:
 
 
 def headline_rows(runs: list[dict]) -> list[dict]:
-    """The headline table's rows: every run (`runs_table`), plus each group's "mean over N seeds"
-    row when some (α, objective) has ≥ 2 seeds."""
+    """The headline table's rows: every run (`runs_table`), each group's "mean over N seeds" row
+    when some (α, objective) has ≥ 2 seeds, and a "p_base^α (exact)" row per α on the world."""
     rows = runs_table(runs)
     if any(r["n_seeds"] > 1 for r in seed_mean_rows(rows)):
-        rows = sorted(rows + seed_mean_rows(rows), key=_row_order)
-    return rows
+        rows = rows + seed_mean_rows(rows)
+    return sorted(rows + exact_target_rows(runs), key=_row_order)
+
+
+# Exact targets on the embedded world (pipeline.world_exact_metrics, powerflow.world.oracle).
+EXACT_TARGET = "exact/target/"
+EXACT_POLICY = "exact/policy/"
+
+
+def exact_target_rows(runs: list[dict]) -> list[dict]:
+    """One headline row "p_base^α (exact)" per α whose runs carry the world oracle's numbers.
+
+    Its cells are p_base^α itself, renormalised on the world's support: accuracy and pass@n exact,
+    coverage and KL to uniform the expectations for n samples (what a perfect policy would score),
+    no greedy decoding and no length (the table's tokens/answer mixes families).
+    """
+    rows: dict[float, dict] = {}
+    for run in runs:
+        m, alpha = run.get("metrics") or {}, run.get("alpha")
+        if alpha is None or alpha in rows or not _finite(m.get(f"{EXACT_TARGET}reasoning/accuracy")):
+            continue
+        max_k = max(_pass_at_ks({k[len(EXACT_TARGET):]: v for k, v in m.items() if k.startswith(EXACT_TARGET)}),
+                    default=None)
+        rows[alpha] = {
+            "name": f"p_base^{alpha:g} (exact)", "alpha": alpha, "objective": "exact", "seed": None, "group": None,
+            "exact": True, "n_samples": m.get("eval/n_samples"), "accuracy_greedy": math.nan,
+            "accuracy_mean": _get(m, f"{EXACT_TARGET}reasoning/accuracy"), "accuracy_mean_se": math.nan,
+            "max_k": max_k, "pass_at_max_k": _get(m, f"{EXACT_TARGET}reasoning/pass@{max_k}") if max_k else math.nan,
+            "coverage": _get(m, f"{EXACT_TARGET}open_ended/coverage"), "coverage_se": math.nan,
+            "validity": _get(m, f"{EXACT_TARGET}open_ended/validity"),
+            "kl_uniform": _get(m, f"{EXACT_TARGET}open_ended/kl_uniform"), "tokens_per_answer": math.nan,
+            "registered": None,
+        }
+    return list(rows.values())
+
+
+EXACT_COLUMNS = (  # (metric, header) of the distance table, read from a run's metrics
+    (f"{EXACT_TARGET}reasoning/accuracy", "p^α accuracy"),
+    ("exact/accuracy_ratio", "avg@n ÷ p^α accuracy"),
+    (f"{EXACT_POLICY}reasoning/accuracy", "π accuracy (exact)"),
+    (f"{EXACT_POLICY}reasoning/kl_target", "KL(p^α‖π) reasoning"),
+    (f"{EXACT_POLICY}open_ended/validity", "π validity (exact)"),
+    (f"{EXACT_TARGET}open_ended/validity", "p^α validity"),
+    (f"{EXACT_POLICY}open_ended/coverage", "π coverage (exact)"),
+    (f"{EXACT_TARGET}open_ended/coverage", "p^α coverage"),
+    (f"{EXACT_POLICY}open_ended/kl_target", "KL(p^α‖π) open-ended"),
+    (f"{EXACT_TARGET}reasoning/support_bound", "base mass off support"),
+)
+
+
+def exact_distance_table_markdown(runs: list[dict]) -> str:
+    """Every trained policy against the exact p_base^α of its α (world only): per run, and the
+    mean ± se across seeds for groups of ≥ 2 seeds."""
+    have = [r for r in sorted(runs, key=_row_order) if _finite((r.get("metrics") or {}).get(
+        f"{EXACT_POLICY}reasoning/kl_target"))]
+    if not have:
+        return ""
+    header = ["run", "α"] + [h for _, h in EXACT_COLUMNS]
+    lines = ["## Against the exact p_base^α\n",
+             "p^α is p_base(y|q)^α renormalised on the world's structured support (every guess answer, every worked "
+             "path with its step errors, every one-word answer; powerflow.world.oracle), scored by the base model; "
+             "'base mass off support' bounds what that renormalisation can miss. π's columns are read off the "
+             "policy's own probabilities of the same completions (no sampling); KL(p^α‖π) counts π's mass off the "
+             "support as error. Coverage is the expectation for n samples.\n",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    groups: dict[str, list[dict]] = {}
+    for run in have:
+        m = run["metrics"]
+        lines.append("| " + " | ".join([run["name"], _fmt_alpha(run.get("alpha"))]
+                                       + [_fmt(m.get(key)) for key, _ in EXACT_COLUMNS]) + " |")
+        groups.setdefault(group_key(run), []).append(run)
+    for key, members in groups.items():
+        if len(members) < 2:
+            continue
+        cells = [f"{key} (mean over {len(members)} seeds)", _fmt_alpha(members[0].get("alpha"))]
+        for metric, _ in EXACT_COLUMNS:
+            mean, se = seed_mean_se([_get(r["metrics"], metric) for r in members])
+            cells.append(_fmt_se(mean, se))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- tables
@@ -701,7 +779,7 @@ def _report_markdown(title, rows, runs, findings, plots, notes, min_validity, gr
                   "tokens count every token a method generated per answer (MCMC's rejected proposals included); "
                   "greedy accuracy of an inference-time method is the base model's.\n",
                   *[f"- {f}" for f in method_findings(runs)], ""]
-    parts += [family_tables_markdown(runs), diagnostics_table_markdown(runs)]
+    parts += [exact_distance_table_markdown(runs), family_tables_markdown(runs), diagnostics_table_markdown(runs)]
     if plots:
         parts += ["## Plots\n", *[f"![{caption}](plots/{name})\n" for name, caption in plots]]
     parts += ["## Runs\n", _runs_markdown(rows, runs)]

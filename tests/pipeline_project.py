@@ -23,8 +23,12 @@ TINY_OVERRIDES = {
     "world": {"n_reasoning_train": 24, "n_reasoning_eval": 6},
     "base": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "n_documents": 600,
              "steps": 30, "batch_size": 16, "warmup_steps": 5},
+    # The pipeline tests exercise the LoRA adapter + learned log Z head path and name their runs
+    # alpha-*-la_tb-s*; the main job's recipe (full fine-tuning, TB, group log Z) is covered by the
+    # trainer tests in tests/model and by scripts/recipe_ablation.py.
+    "sweep": {"objectives": ["la_tb"]},
     "train": {"steps": 2, "prompts_per_step": 2, "num_generations": 2, "max_completion_length": 12,
-              "save_steps": 1},
+              "save_steps": 1, "lora_r": 8, "logz": "head", "learning_rate": 3e-3, "lr_schedule": "constant"},
     "evaluate": {"n_samples": 2, "max_new_tokens": 12, "max_prompts_per_family": 3, "n_examples": 1},
     "baselines": {"alphas": [2.0], "mcmc_max_new_tokens": 12, "mcmc_blocks": 2, "mcmc_steps": 2},
 }

@@ -186,7 +186,7 @@ def distribution_metrics(family: str, log_q: torch.Tensor, items: Sequence[Suppo
     if family == "reasoning":
         correct = sum(p for p, it in zip(probs, items) if it.correct)
         work = sum(p for p, it in zip(probs, items) if it.kind == "work")
-        return {"accuracy": correct, "work_fraction": work}
+        return {"accuracy": correct, f"pass@{n}": 1.0 - (1.0 - min(correct, 1.0)) ** n, "work_fraction": work}
     valid = [it.valid for it in items]
     valid_probs = [p for p, v in zip(probs, valid) if v]
     return {"validity": sum(valid_probs), "coverage": expected_coverage(valid_probs, n),

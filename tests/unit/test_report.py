@@ -332,3 +332,42 @@ def test_report_with_seeds_states_means_and_the_aliased_run(tmp_path):
     assert "mean over 3 seeds" in findings and "alias points at alpha-4.0-la_tb-s2" in findings
     single = write_report(seed_runs({2.0: [0.4]}), {}, tmp_path / "single", title="one seed")["report"].read_text()
     assert "a standard error across seeds needs ≥ 2 seeds" in single and "seeds) |" not in single
+
+
+def _with_exact(run, target_acc, policy_acc, kl):
+    m = dict(run["metrics"])
+    m.update({"exact/target/reasoning/accuracy": target_acc, "exact/target/reasoning/pass@4": 0.99,
+              "exact/target/open_ended/validity": 1.0, "exact/target/open_ended/coverage": 0.15,
+              "exact/target/open_ended/kl_uniform": 2.1, "exact/target/reasoning/support_bound": 0.011,
+              "exact/policy/reasoning/accuracy": policy_acc, "exact/policy/reasoning/kl_target": kl,
+              "exact/policy/open_ended/validity": 0.98, "exact/policy/open_ended/coverage": 0.3,
+              "exact/policy/open_ended/kl_target": 0.1, "exact/accuracy_ratio": m["reasoning/accuracy_mean"] / target_acc})
+    return {**run, "metrics": m}
+
+
+def test_headline_gains_an_exact_target_row_per_alpha_and_a_distance_table():
+    from powerflow.report import exact_distance_table_markdown, exact_target_rows, headline_rows
+
+    runs = hand_runs()
+    runs = [_with_exact(r, 0.95, 0.9, 0.06) if r["alpha"] == 4.0 else r for r in runs]
+    rows = exact_target_rows(runs)
+    assert [r["name"] for r in rows] == ["p_base^4 (exact)"]
+    assert rows[0]["accuracy_mean"] == 0.95 and rows[0]["pass_at_max_k"] == 0.99 and rows[0]["max_k"] == 4
+    names = [r["name"] for r in headline_rows(runs)]
+    assert names.index("p_base^4 (exact)") == names.index("alpha-4") - 1  # beside its α's runs
+    assert "exact" not in families_of(runs)
+    table = exact_distance_table_markdown(runs)
+    assert "| alpha-4 | 4 | 0.950 | 0.644 | 0.900 | 0.060 |" in table  # 0.612 / 0.95
+    # the best-run rule never picks the oracle row: it is not a run
+    assert best_runs(runs_table(runs))["reasoning"] == "alpha-4"
+    assert exact_distance_table_markdown(hand_runs()) == "" and exact_target_rows(hand_runs()) == []
+
+
+def test_distance_table_gives_the_mean_over_seeds():
+    from powerflow.report import exact_distance_table_markdown
+
+    base = hand_runs()[0]
+    seeds = [_with_exact({**base, "name": f"alpha-4-s{s}", "seed": s, "group": "alpha-4"}, 0.95, acc, kl)
+             for s, (acc, kl) in enumerate([(0.8, 0.2), (0.9, 0.1)])]
+    table = exact_distance_table_markdown(seeds)
+    assert "| alpha-4 (mean over 2 seeds) | 4 | 0.950 ± 0.000 | 0.644 ± 0.000 | 0.850 ± 0.050 | 0.150 ± 0.050 |" in table
