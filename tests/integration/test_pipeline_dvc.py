@@ -44,10 +44,16 @@ def test_every_stage_wrote_its_outputs(project):
         metrics = json.loads((project / "outputs" / "eval" / name / "metrics.json").read_text())
         assert 0.0 <= metrics["reasoning/accuracy_mean"] <= 1.0
         assert "open_ended/coverage" in metrics
+        # the world oracle: the exact p_base^α of this α and the policy's distance to it
+        assert 0.0 < metrics["exact/target/reasoning/accuracy"] < 1.0
+        assert metrics["exact/policy/reasoning/kl_target"] >= 0.0
+        assert metrics["exact/accuracy_ratio"] == pytest.approx(
+            metrics["reasoning/accuracy_mean"] / metrics["exact/target/reasoning/accuracy"])
         history = (project / "outputs" / "train" / name / "history.csv").read_text().splitlines()
         assert history[0].startswith("step,") and len(history) == 3  # header + 2 steps
     report = (project / "outputs" / "report" / "report.md").read_text()
     assert "alpha-2.0-la_tb-s0" in report
+    assert "| p_base^2 (exact) | 2 | exact |" in report and "## Against the exact p_base^α" in report
     assert "a standard error across seeds needs ≥ 2 seeds" in report and "seeds) |" not in report
     assert list((project / "outputs" / "report" / "plots").glob("*.png"))
     assert not (project / "runs" / "train" / "alpha-0.5-la_tb-s0").exists()  # checkpoints cleared after success
