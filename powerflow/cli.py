@@ -148,10 +148,10 @@ def cmd_train(args):
                             "train_baseline_flow", method=method)
         print(json.dumps(summary, indent=1, default=str))
         return 0
-    alpha, seed = pipeline.alpha_label(args.alpha), member_seed_of(args)
+    alpha, seed, objective = pipeline.alpha_label(args.alpha), member_seed_of(args), member_objective_of(args)
     summary = run_stage(args, "train",
-                        lambda cfg: pipeline.train_member(cfg, alpha, args.objective, seed, step=measured),
-                        "train_flow", alpha=alpha, objective=args.objective, seed=seed)
+                        lambda cfg: pipeline.train_member(cfg, alpha, objective, seed, step=measured),
+                        "train_flow", alpha=alpha, objective=objective, seed=seed)
     print(json.dumps(summary, indent=1, default=str))
     return 0
 
@@ -167,10 +167,10 @@ def cmd_register(args):
                            "register_baseline_flow", method=method)
         print(f"registered {record['name']} version {record['version']} ({'new' if record['created'] else 'existing'})")
         return 0
-    alpha, seed = pipeline.alpha_label(args.alpha), member_seed_of(args)
+    alpha, seed, objective = pipeline.alpha_label(args.alpha), member_seed_of(args), member_objective_of(args)
     record = run_stage(args, "register",
-                       lambda cfg: measured(pipeline.register_policy)(cfg, alpha, args.objective, seed),
-                       "register_flow", alpha=alpha, objective=args.objective, seed=seed)
+                       lambda cfg: measured(pipeline.register_policy)(cfg, alpha, objective, seed),
+                       "register_flow", alpha=alpha, objective=objective, seed=seed)
     print(f"registered {record['name']} version {record['version']} ({'new' if record['created'] else 'existing'})")
     return 0
 
@@ -183,6 +183,14 @@ def member_seed_of(args: argparse.Namespace) -> int:
     if args.seed is not None:
         return pipeline.check_seed(args.seed)
     return pipeline.member_seed(load_pipeline_config(args.params), None)
+
+
+def member_objective_of(args: argparse.Namespace) -> str:
+    """--objective, or sweep.objectives' only objective when it is not given (required when it lists several)."""
+    from powerflow import pipeline
+    from powerflow.config import load_pipeline_config
+
+    return pipeline.member_objective(load_pipeline_config(args.params), args.objective)
 
 
 def cmd_evaluate(args):
@@ -330,7 +338,8 @@ def _member(p: argparse.ArgumentParser) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--alpha", help="the power alpha (> 0), as written in params.yaml")
     which.add_argument("--method", help="a trained baseline instead: grpo or empo")
-    p.add_argument("--objective", default="la_tb", help="la_tb, tb or tb_token (default la_tb)")
+    p.add_argument("--objective", default=None,
+                   help="la_tb, tb or tb_token (default: sweep.objectives' only objective; required when it lists several)")
     p.add_argument("--seed", type=int, default=None,
                    help="the member's training seed, one of sweep.seeds (default: its only seed; required when "
                         "sweep.seeds lists several)")

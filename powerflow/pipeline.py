@@ -161,6 +161,21 @@ def member_seed(cfg: PipelineConfig, seed: int | str | None) -> int:
                     f"({', '.join(map(str, cfg.sweep.seeds))}); pass one of them, e.g. --seed {cfg.sweep.seeds[0]}.")
 
 
+def member_objective(cfg: PipelineConfig, objective: str | None) -> str:
+    """The objective of the member a command names: `objective` itself (one of OBJECTIVES), or
+    sweep.objectives' only objective when None (with several, the command must say which)."""
+    from powerflow.objectives import OBJECTIVES
+
+    if objective is not None:
+        if objective not in OBJECTIVES:
+            raise UserError(f"--objective {objective!r} is unknown: use one of {', '.join(OBJECTIVES)}.")
+        return objective
+    if len(cfg.sweep.objectives) == 1:
+        return cfg.sweep.objectives[0]
+    raise UserError(f"--objective is required: sweep.objectives lists {', '.join(cfg.sweep.objectives)}; pass one "
+                    f"of them, e.g. --objective {cfg.sweep.objectives[0]}.")
+
+
 def _require(path: Path, step: str) -> Path:
     if not path.exists():
         raise MissingInputError(f"{path} does not exist: run the `{step}` step first (e.g. `dvc repro {step}`).")

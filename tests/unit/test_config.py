@@ -166,3 +166,20 @@ def test_a_member_command_needs_a_seed_only_when_the_sweep_has_several(tmp_path)
     for bad in (-1, "x", "1.5", True):
         with pytest.raises(UserError, match="integer >= 0"):
             check_seed(bad)
+
+
+def test_member_objective_defaults_to_the_only_one_and_is_required_with_several():
+    from dataclasses import replace
+    from pathlib import Path
+
+    from powerflow.config import UserError, load_pipeline_config
+    from powerflow.pipeline import member_objective
+
+    cfg = load_pipeline_config(Path(__file__).resolve().parents[2] / "params.yaml")
+    only = cfg.sweep.objectives[0]
+    assert member_objective(cfg, None) == only and member_objective(cfg, "la_tb") == "la_tb"
+    several = replace(cfg, sweep=replace(cfg.sweep, objectives=("la_tb", "tb")))
+    with pytest.raises(UserError, match="--objective is required: sweep.objectives lists la_tb, tb"):
+        member_objective(several, None)
+    with pytest.raises(UserError, match="--objective 'exact' is unknown"):
+        member_objective(cfg, "exact")
