@@ -9,7 +9,7 @@ Nothing is sampled for the metrics, so two runs differ only by training.
 
     .venv/bin/python scripts/recipe_ablation.py --alphas 2 4 --seeds 0 1 2 --variants old new --jobs 2
 
-writes outputs/ablation/results.jsonl (one line per run, with the curve of exact accuracy against
+writes outputs/ablation/results.jsonl (the run behind docs/recipe.md is kept in benchmarks/results/recipe_ablation.jsonl) (one line per run, with the curve of exact accuracy against
 steps) and outputs/ablation/table.md (mean ± standard error over seeds). A run already in
 results.jsonl is not trained again.
 """
