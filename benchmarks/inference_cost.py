@@ -29,7 +29,8 @@ def timed_batch(fn) -> tuple[float, int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--alpha", default="4.0", help="α of MCMC and of the policy alpha-<α>-la_tb-s<seed>")
+    parser.add_argument("--alpha", default="4.0", help="α of MCMC and of the policy alpha-<α>-<objective>-s<seed>")
+    parser.add_argument("--objective", default=None, help="objective of the policy (default: sweep.objectives' first)")
     parser.add_argument("--seed", type=int, default=0, help="training seed of the policy (one of sweep.seeds)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=32, help="reasoning eval prompts used")
@@ -46,7 +47,8 @@ def main() -> None:
     prompts = [r["prompt"] for r in evaluation_rows(cfg) if r["family"] == "reasoning"][: args.prompts]
     tok = load_tokenizer(base_model_source(cfg))
     base = load_causal_lm(base_model_source(cfg))
-    policy = load_causal_lm(str(layout_of(cfg).policy(run_name(args.alpha, "la_tb", args.seed))))
+    objective = args.objective or cfg.sweep.objectives[0]
+    policy = load_causal_lm(str(layout_of(cfg).policy(run_name(args.alpha, objective, args.seed))))
     plain = low_temperature_sampler(1.0, e.max_new_tokens, e.batch_size)  # temperature 1 = plain sampling
     mcmc = method_sampler(cfg, {"method": "mcmc", "alpha": float(args.alpha)})
     methods = {
