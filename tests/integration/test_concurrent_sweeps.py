@@ -30,7 +30,7 @@ FLOWS_PER_SWEEP = {"prepare": 1, "base": 1, "train": 1, "evaluate": 3, "register
 
 
 def member(alpha: float) -> str:
-    return f"alpha-{alpha}-la_tb"
+    return f"alpha-{alpha}-la_tb-s0"
 
 
 def prefect_api(api_url: str, path: str, body: dict) -> list[dict]:
