@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from powerflow.config import UserError
+from powerflow.errors import UserError
 
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"

@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from powerflow.config import ConfigError, UserError, load_exact_config
+from powerflow.errors import ConfigError, UserError
+from powerflow.config import load_exact_config
 
 EXIT_USAGE = 2
 
@@ -305,7 +306,7 @@ def sweep_summary(cfg, wall: float, prefect_startup: float) -> str:
     """The headline table, where the time went, and how to open the MLflow UI."""
     from powerflow import pipeline, tracking
     from powerflow.io import write_json_atomic
-    from powerflow.report import headline_rows, headline_table_markdown
+    from powerflow.report.tables import headline_rows, headline_table_markdown
 
     runs, _ = pipeline.collect_runs(cfg)
     records = [json.loads(p.read_text()) for p in sorted((cfg.project_root / "outputs" / "timing").glob("*.json"))

@@ -17,19 +17,10 @@ from typing import Any
 
 import yaml
 
-from powerflow.objectives import LOGZ_MODES, OBJECTIVES
+from powerflow.errors import ConfigError, UserError
+from powerflow.objectives import LOGZ_MODES, OBJECTIVES, VLLM_MODES
 
-
-class UserError(Exception):
-    """A problem the user can fix (bad params, missing or invalid input, unreachable server).
-
-    The CLI prints its message as one line, "powerflow: error: ...", and exits with status 2; the
-    message names the problem and the fix. Subclasses say which kind of input was wrong.
-    """
-
-
-class ConfigError(UserError, ValueError):
-    """A params.yaml problem; the message names the key and what to write instead."""
+__all__ = ["ConfigError", "UserError"]  # re-exported: the errors live in powerflow.errors
 
 
 @dataclass(frozen=True)
@@ -171,7 +162,6 @@ def load_exact_config(path: str | Path) -> ExactCheckConfig:
 # --------------------------------------------------------------------------- pipeline sections
 WORLD_MODEL = "world"
 # TRL's vLLM modes: the engine inside the training processes, or a separate `trl vllm-serve` server.
-VLLM_MODES = ("colocate", "server")
 
 
 @dataclass(frozen=True)
@@ -268,7 +258,8 @@ class TrainConfig:
     base_mix: float = field(
         default=0.0,
         metadata={"help": "Share of each prompt's num_generations rollouts sampled from the frozen base instead of "
-                          "the policy (off-policy exploration; keeps TB's exact fixed point). Needs lora_r >= 1."},
+                          "the policy (off-policy exploration; keeps TB's exact fixed point). With lora_r >= 1 the adapter "
+                          "is switched off; with full fine-tuning the frozen reference copy samples."},
     )
     huber_delta: float | None = field(
         default=None,
@@ -352,9 +343,6 @@ class TrainConfig:
             raise ConfigError(f"train.lr_schedule={self.lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}.")
         if not 0.0 <= self.base_mix <= 1.0:
             raise ConfigError(f"train.base_mix={self.base_mix}: use a fraction in [0, 1], e.g. 0.25 (0 = on-policy only).")
-        if self.base_mix > 0 and self.lora_r == 0:
-            raise ConfigError("train.base_mix > 0 samples from the base by switching the LoRA adapter off: set "
-                              "train.lora_r >= 1, or base_mix: 0 for full fine-tuning.")
         if self.base_mix > 0 and self.use_vllm:
             raise ConfigError("train.base_mix > 0 is not supported with train.use_vllm (the engine holds only the "
                               "policy): set base_mix: 0 or use_vllm: false.")

@@ -4,7 +4,7 @@ With `train.accelerate_config` set (infra/accelerate/{ddp,fsdp,zero3}.yaml), the
 (`pipeline.train_policy`, `pipeline.train_baseline`) does not train in its own process. It runs
 
     python -m accelerate.commands.launch --config_file <cfg> [--num_processes N] --main_process_port <free>
-        --no_python python -P -m powerflow.distributed --params <params.yaml>
+        --no_python python -P -m powerflow.pipeline.ranks --params <params.yaml>
         (--alpha A --objective O --seed S | --method M) [--run-id ID]
 
 and waits (`-P` and PYTHONPATH: the ranks import this very powerflow package, never a copy in
@@ -21,15 +21,17 @@ gradients across ranks (`accelerator.reduce(..., "mean")`), the same reduction.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from powerflow.config import ConfigError, PipelineConfig, UserError
+from powerflow.errors import ConfigError, UserError
+
+if TYPE_CHECKING:
+    from powerflow.config import PipelineConfig
 
 RANK_ENV = "POWERFLOW_ACCELERATE_RANK"  # set in launched ranks: they train, they never launch again
 
@@ -84,12 +86,12 @@ def accelerate_config_path(cfg: PipelineConfig) -> Path:
 
 
 def launch_command(cfg: PipelineConfig, rank_args: list[str], port: int) -> list[str]:
-    """The `accelerate launch` command line that runs `rank_main(rank_args)` on every rank."""
+    """The `accelerate launch` command line that runs `powerflow.pipeline.ranks.rank_main(rank_args)` on every rank."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config_path(cfg))]
     if cfg.train.num_processes is not None:
         command += ["--num_processes", str(cfg.train.num_processes)]
     command += ["--main_process_port", str(port), "--no_python",
-                sys.executable, "-P", "-m", "powerflow.distributed", "--params", str(cfg.path)]
+                sys.executable, "-P", "-m", "powerflow.pipeline.ranks", "--params", str(cfg.path)]
     return command + rank_args
 
 
@@ -124,9 +126,7 @@ def train_on_ranks(cfg: PipelineConfig, rank_args: list[str], result: Path) -> d
     A stale `result` is removed first, so only this launch's can be read back.
     """
     from powerflow.orchestration import free_port, stop_process_group
-    from powerflow.pipeline import rollout_engine_arguments
 
-    rollout_engine_arguments(cfg)  # train.use_vllm without vLLM or a GPU: one error here, not one per rank
     path = accelerate_config_path(cfg)
     cluster = load_accelerate_config(path)
     check_launchable(cluster, path)
@@ -157,34 +157,3 @@ def rank_arguments(alpha: str | None = None, objective: str | None = None, metho
         args = ["--alpha", str(alpha), "--objective", str(objective)]
         args += ["--seed", str(seed)] if seed is not None else []
     return args + (["--run-id", run_id] if run_id is not None else [])
-
-
-def rank_main(argv: list[str] | None = None) -> int:
-    """Entry point of one launched rank: the train step of `argv`, in this rank."""
-    parser = argparse.ArgumentParser(prog="python -m powerflow.distributed", description=rank_main.__doc__)
-    parser.add_argument("--params", required=True)
-    parser.add_argument("--alpha")
-    parser.add_argument("--objective", default="la_tb")
-    parser.add_argument("--seed", type=int, help="the member's training seed (default: sweep.seeds' only seed)")
-    parser.add_argument("--method")
-    parser.add_argument("--run-id")
-    args = parser.parse_args(argv)
-    os.environ[RANK_ENV] = "1"
-    from powerflow import pipeline
-    from powerflow.config import load_pipeline_config
-
-    try:
-        cfg = load_pipeline_config(args.params)
-        if args.method:
-            pipeline.train_baseline(cfg, args.method, run_id=args.run_id)
-        else:
-            pipeline.train_policy(cfg, args.alpha, args.objective, pipeline.member_seed(cfg, args.seed),
-                                  run_id=args.run_id)
-    except UserError as err:
-        print(f"powerflow: error (rank {os.environ.get('RANK', '0')}): {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(rank_main())

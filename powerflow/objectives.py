@@ -18,6 +18,7 @@ from torch import nn
 
 OBJECTIVES = ("la_tb", "tb", "tb_token")
 LOGZ_MODES = ("head", "group")
+VLLM_MODES = ("colocate", "server")  # how TRL runs the vLLM rollout engine (train.vllm_mode)
 
 
 def sequence_log_prob(per_token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from powerflow.config import UserError
+from powerflow.errors import UserError
 
 
 class ServerStartError(UserError):

@@ -21,7 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from powerflow.config import ConfigError, UserError, load_params, load_pipeline_config
+from powerflow.errors import ConfigError, UserError
+from powerflow.config import load_params, load_pipeline_config
 from powerflow.io import write_text_atomic
 
 PRESET_SUFFIX = ".yaml"

@@ -33,10 +33,10 @@ from transformers import PreTrainedModel, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import add_fused_lm_head, create_model_from_path, disable_dropout_in_model, pad
 
-from powerflow.config import VLLM_MODES
 from powerflow.objectives import (
     LOGZ_MODES,
     OBJECTIVES,
+    VLLM_MODES,
     LogZHead,
     completion_length,
     leave_one_out_log_z,
@@ -81,7 +81,8 @@ class PowerFlowConfig(GRPOConfig):
         default=0.0,
         metadata={"help": "Fraction of each prompt's num_generations rollouts sampled from the frozen base model "
                           "instead of π_θ (off-policy exploration; TB's fixed point is unchanged because p_base "
-                          "covers the target's support). round(base_mix · G) per group; needs a PEFT adapter."},
+                          "covers the target's support). round(base_mix · G) per group: the adapter is switched off, or with full "
+                          "fine-tuning the frozen reference copy samples."},
     )
     huber_delta: float | None = field(
         default=None,
@@ -218,10 +219,6 @@ class PowerFlowTrainer(GRPOTrainer):
         )
         if reference is not None:
             self.ref_model = self._prepare_reference(reference)
-        if reference is not None and args.base_mix > 0:
-            raise ValueError("PowerFlowConfig.base_mix > 0 samples from p_base by disabling the LoRA adapter, and this "
-                             "trainer has none (full fine-tuning): pass a peft_config (train.lora_r >= 1) or set "
-                             "base_mix: 0.")
         self.logz_head = self._build_logz_head() if args.logz == "head" else None
         self._check_logz_head_outside_model()
         self._format_regex = re.compile(args.format_pattern) if args.format_pattern else None
@@ -327,8 +324,26 @@ class PowerFlowTrainer(GRPOTrainer):
         m = round(self.args.base_mix * group_size) if self.model.training else 0
         return [i % group_size >= group_size - m for i in range(n)]
 
+    @contextlib.contextmanager
+    def _base_sampler(self):
+        """Make TRL's generation sample from p_base: the frozen reference copy, or the policy with its adapter off.
+
+        TRL generates from `self.model_wrapped`; with full fine-tuning it is pointed at the reference copy for
+        the duration (the copy's forward is unpatched without `fused_lm_head=True`, so generation is TRL's own).
+        """
+        if self.ref_model is None:
+            with self._base_model():
+                yield
+            return
+        policy = self.model_wrapped
+        self.model_wrapped = self.ref_model
+        try:
+            yield
+        finally:
+            self.model_wrapped = policy
+
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        """TRL's generation, with the base-model share of each group (base_mix) sampled with the adapter off."""
+        """TRL's generation, with the base-model share of each group (base_mix) sampled from p_base."""
         slots = self.base_rollout_slots(len(prompt_ids), num_generations)
         if not any(slots):
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
@@ -340,7 +355,7 @@ class PowerFlowTrainer(GRPOTrainer):
         completions: list = [None] * len(prompt_ids)
         policy_ids = super()._generate_single_turn([prompt_ids[i] for i in own], None, {}, num_generations)[0] \
             if own else []
-        with self._base_model():
+        with self._base_sampler():
             base_ids, _ = super()._generate_single_turn([prompt_ids[i] for i in base], None, {}, num_generations)
         for i, ids in zip(own, policy_ids):
             completions[i] = ids

@@ -39,6 +39,8 @@ VARIANTS: dict[str, dict] = {
     "new+la_tb": {**NEW, "objective": "la_tb"},
     "new+constant-200": {**NEW, "lr_schedule": "constant", "steps": 200},
     "new+huber": {**NEW, "huber_delta": 1.0},
+    "new+mix25": {**NEW, "base_mix": 0.25},
+    "new+mix50": {**NEW, "base_mix": 0.5},
     "old+huber+group": {"objective": "tb", "lora_r": 8, "logz": "group", "learning_rate": 3e-3,
                         "lr_schedule": "constant", "steps": 200, "huber_delta": 1.0},
 }

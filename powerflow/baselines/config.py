@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from powerflow.config import ConfigError
+from powerflow.errors import ConfigError
 
 TRAINED = ("grpo", "empo")  # training-time methods: fine-tuned, registered, evaluated like a policy
 INFERENCE = ("low_temperature", "mcmc")  # inference-time methods on the base model, one run per α

@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from powerflow.config import UserError
+from powerflow.errors import UserError
 from powerflow.eval.grading import Grade
 
 # grade(family, answer key, completion text) -> Grade: the project's graders in one signature.

@@ -24,7 +24,7 @@ from powerflow.baselines.rewards import (
     world_grade,
     world_same,
 )
-from powerflow.config import UserError
+from powerflow.errors import UserError
 
 BASELINES = ("grpo", "empo")
 REWARD_NAMES = {"grpo": "accuracy", "empo": "semantic_entropy"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
-from powerflow.config import ConfigError
+from powerflow.errors import ConfigError
 
 # Schema fields a source column can be mapped to (`data.columns`); only `prompt` is required.
 SCHEMA_FIELDS = ("id", "prompt", "family", "split", "answer")

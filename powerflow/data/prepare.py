@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from powerflow.config import UserError
+from powerflow.errors import UserError
 from powerflow.data.config import DataConfig
 from powerflow.data.schema import ANSWER_COLUMNS, PROMPT_COLUMNS, render_prompts, to_prompt_schema
 from powerflow.data.sources import load_source_table

@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from powerflow.config import ConfigError
+from powerflow.errors import ConfigError
 from powerflow.data.config import SCHEMA_FIELDS, DataConfig
 from powerflow.data.sources import DataSourceError
 

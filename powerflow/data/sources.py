@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from powerflow.config import UserError
+from powerflow.errors import UserError
 from powerflow.data.config import FILE_EXTENSIONS, DataConfig
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from powerflow.config import UserError
+from powerflow.errors import UserError
 from powerflow.data.config import DataConfig
 from powerflow.data.schema import LEAK_COLUMNS, PROMPT_COLUMNS, SPLITS
 from powerflow.io import write_json_atomic

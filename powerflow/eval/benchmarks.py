@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from powerflow.config import UserError
+from powerflow.errors import UserError
 
 KINDS = ("math", "multiple_choice", "open_qa", "creative")
 # MMLU-Pro has at most 10 options; its official answer extraction matches the letters A-J.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from powerflow.config import ConfigError
+from powerflow.errors import ConfigError
 
 # Generation backends `generate_completions` knows; "vllm" needs the gpu extra and a CUDA GPU.
 BACKENDS = ("transformers", "vllm")

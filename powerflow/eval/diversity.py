@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from powerflow.config import UserError
+from powerflow.errors import UserError
 from powerflow.eval.metrics import distinct_n, mean_and_standard_error
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"

@@ -43,7 +43,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from powerflow.config import UserError
+from powerflow.errors import UserError
 from powerflow.eval.config import EvalConfig
 from powerflow.eval.generation import Completion, generate_completions
 from powerflow.eval.metrics import (

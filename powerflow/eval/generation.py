@@ -13,7 +13,7 @@ import hashlib
 import importlib.util
 from dataclasses import dataclass
 
-from powerflow.config import UserError
+from powerflow.errors import UserError
 
 
 @dataclass(frozen=True)

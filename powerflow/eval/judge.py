@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from powerflow.config import ConfigError, UserError
+from powerflow.errors import ConfigError, UserError
 from powerflow.eval.metrics import mean_and_standard_error
 
 

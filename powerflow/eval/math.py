@@ -9,10 +9,11 @@ math-verify (`verify(parse(gold), parse(prediction))`, gold first: the compariso
 bounds its own time with SIGALRM, which raises off the main thread. Its timeouts are switched off
 here (`parse(..., parsing_timeout=None)`, `verify(..., timeout_seconds=None)`) and each item runs in
 a worker process instead: an item that outlives the timeout counts as not equivalent and its
-worker is killed and replaced. Workers start with multiprocessing's "spawn" method (a fresh
-interpreter; never a fork of a process that may hold torch threads), so the caller's `__main__`
-module is imported again in the worker: scripts must guard their entry point with
-`if __name__ == "__main__":`.
+worker is killed and replaced. A worker is a fresh interpreter of its own (`sys.executable -P -c`,
+with the parent's `sys.path`; never a fork of a process that may hold torch threads) that talks
+to its parent over a socket. Unlike a multiprocessing "spawn" child it never imports the
+caller's `__main__`, so grading works from a plain script without an
+`if __name__ == "__main__":` guard, from `python -c`, from stdin and from a notebook.
 
 Importing this module starts no process and imports neither math-verify nor sympy.
 """
@@ -20,13 +21,18 @@ Importing this module starts no process and imports neither math-verify nor symp
 from __future__ import annotations
 
 import atexit
+import json
 import logging
-import multiprocessing
+import os
 import re
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from types import TracebackType
@@ -40,6 +46,18 @@ logger = logging.getLogger(__name__)
 WORKER_START_TIMEOUT_S = 120.0
 # How long close() waits for a worker to exit by itself before killing it.
 WORKER_EXIT_TIMEOUT_S = 5.0
+# How long to wait for the exit code of a worker that hung up before it was ready.
+WORKER_EXIT_CODE_WAIT_S = 5.0
+
+# The worker's command line after `python -P -c`: argv[1] is the parent's sys.path (JSON), argv[2]
+# the file descriptor of the worker's end of the socket. Only the standard library runs before
+# sys.path is set, and the caller's `__main__` is never imported. Ctrl-C is ignored from the
+# start: the parent owns the worker's life.
+_WORKER_BOOTSTRAP = (
+    "import json, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "sys.path[:] = json.loads(sys.argv[1]); "
+    "from powerflow.eval.math import _worker_main; _worker_main(int(sys.argv[2]))"
+)
 
 # ---------------------------------------------------------------------------------------------
 # Extraction
@@ -192,6 +210,11 @@ def _verify_in_worker(gold: str, prediction: str) -> bool:
         return False
 
 
+def _worker_main(fd: int) -> None:
+    """A worker interpreter's entry point: serve the parent over the socket at descriptor fd."""
+    _serve(Connection(fd))
+
+
 def _serve(connection: Connection) -> None:
     """Worker loop: import math-verify, warm it up, say "ready", then answer (gold, prediction).
 
@@ -249,7 +272,7 @@ class MathVerifier:
         self.crashes = 0
         self.worker_starts = 0
         self.worker_start_s: float | None = None
-        self._process: multiprocessing.process.BaseProcess | None = None
+        self._process: subprocess.Popen | None = None
         self._connection: Connection | None = None
         self._lock = threading.Lock()
 
@@ -292,7 +315,10 @@ class MathVerifier:
                 self._connection.send(None)
             except (BrokenPipeError, OSError):
                 pass
-            self._process.join(WORKER_EXIT_TIMEOUT_S)
+            try:
+                self._process.wait(WORKER_EXIT_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                pass  # killed below
             self._discard_worker()
 
     @property
@@ -302,7 +328,7 @@ class MathVerifier:
         return process.pid if process is not None else None
 
     def _ask_worker(self, gold: str, prediction: str, timeout_s: float) -> bool:
-        if self._process is not None and not self._process.is_alive():  # died while idle
+        if self._process is not None and self._process.poll() is not None:  # died while idle
             self._discard_worker()
         if self._process is None:
             self._start_worker()
@@ -330,17 +356,32 @@ class MathVerifier:
             return False
 
     def _start_worker(self) -> None:
-        """Spawn a worker and wait until it has imported and warmed up math-verify."""
+        """Start a worker interpreter and wait until it has imported and warmed up math-verify."""
         _require_math_verify()
-        context = multiprocessing.get_context("spawn")
-        parent_end, child_end = context.Pipe(duplex=True)
+        parent_socket, child_socket = socket.socketpair()
         started = time.perf_counter()
-        process = context.Process(
-            target=_serve, args=(child_end,), name="powerflow-math-verify", daemon=True
-        )
-        process.start()
-        child_end.close()
+        try:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-P",  # no script directory or cwd on the path before sys.path is set
+                    "-c",
+                    _WORKER_BOOTSTRAP,
+                    json.dumps(_worker_sys_path()),
+                    str(child_socket.fileno()),
+                ],
+                stdin=subprocess.DEVNULL,
+                pass_fds=(child_socket.fileno(),),
+                close_fds=True,
+            )
+        except BaseException:
+            parent_socket.close()
+            raise
+        finally:
+            child_socket.close()
+        parent_end = Connection(parent_socket.detach())
         self._process, self._connection = process, parent_end
+        _live_workers.add(process)
         if not parent_end.poll(WORKER_START_TIMEOUT_S):
             self._discard_worker()
             raise RuntimeError(
@@ -349,8 +390,15 @@ class MathVerifier:
         try:
             status, detail = parent_end.recv()
         except EOFError:
+            try:
+                exit_code = process.wait(WORKER_EXIT_CODE_WAIT_S)
+            except subprocess.TimeoutExpired:
+                exit_code = None
             status = "error"
-            detail = f"the worker exited with code {process.exitcode} before it was ready"
+            detail = (
+                f"the worker exited with code {exit_code} before it was ready "
+                "(its error, if any, is on standard error)"
+            )
         if status != "ready":
             self._discard_worker()
             raise RuntimeError(f"the math-verify worker failed to start:\n{detail}")
@@ -362,12 +410,38 @@ class MathVerifier:
         """Kill the worker if it still runs and forget it."""
         process, connection = self._process, self._connection
         self._process = self._connection = None
-        if process is not None and process.is_alive():
-            process.kill()
         if process is not None:
-            process.join()
+            _stop_process(process)
+            _live_workers.discard(process)
         if connection is not None:
             connection.close()
+
+
+def _worker_sys_path() -> list[str]:
+    """The parent's sys.path for a worker, with "" (the current directory) made absolute."""
+    cwd = os.getcwd()
+    return [entry if entry else cwd for entry in sys.path]
+
+
+def _stop_process(process: subprocess.Popen) -> None:
+    """Kill process if it still runs, and reap it."""
+    if process.poll() is None:
+        try:
+            process.kill()
+        except ProcessLookupError:  # exited in between
+            pass
+    process.wait()
+
+
+# Workers not yet discarded, so none outlives the interpreter (a multiprocessing daemon would
+# have been killed at exit; a MathVerifier that was never closed leaves its worker here).
+_live_workers: weakref.WeakSet[subprocess.Popen] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_workers() -> None:
+    for process in list(_live_workers):
+        _stop_process(process)
 
 
 def _require_math_verify() -> None:
@@ -375,7 +449,7 @@ def _require_math_verify() -> None:
     import importlib.util
 
     if importlib.util.find_spec("math_verify") is None:
-        from powerflow.config import UserError  # imported here: powerflow.config loads torch
+        from powerflow.errors import UserError
 
         raise UserError(
             "math answers are graded with math-verify, which is not installed; "

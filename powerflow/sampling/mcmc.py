@@ -51,7 +51,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from powerflow.config import ConfigError
+from powerflow.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from powerflow.config import UserError
+from powerflow.errors import UserError
 from powerflow.io import atomic_directory, sha256_of_path
 from powerflow.tracking.runs import quote
 from powerflow.tracking.store import TrackingConfig

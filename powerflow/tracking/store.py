@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from powerflow.config import ConfigError, UserError
+from powerflow.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 

@@ -10,11 +10,25 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from powerflow.config import ConfigError
+from powerflow.errors import ConfigError
 
 # Prompts must stay short: the fine-tuning stage generates ~64 completions per step on 2 cores.
 MAX_PROMPT_TOKENS = 12
 CATEGORY_SLOT = "{category}"
+
+
+# The open-ended categories: ten single-token answers each, most typical first (that order is the
+# Zipf rank). Answers are disjoint across categories, so an answer is valid for exactly one category.
+CATEGORY_ANSWERS: dict[str, tuple[str, ...]] = {
+    "fruit": ("apple", "banana", "orange", "grape", "mango", "pear", "cherry", "peach", "plum", "kiwi"),
+    "color": ("red", "blue", "green", "yellow", "purple", "black", "white", "pink", "brown", "gray"),
+    "vegetable": ("carrot", "potato", "tomato", "onion", "pepper", "lettuce", "cabbage", "spinach", "celery", "garlic"),
+    "tool": ("hammer", "wrench", "saw", "drill", "screwdriver", "pliers", "chisel", "shovel", "rake", "ladder"),
+    "drink": ("water", "tea", "coffee", "milk", "juice", "soda", "lemonade", "cocoa", "cider", "beer"),
+    "sport": ("soccer", "tennis", "golf", "hockey", "baseball", "cricket", "rugby", "boxing", "skiing", "surfing"),
+    "flower": ("rose", "tulip", "daisy", "lily", "orchid", "sunflower", "daffodil", "poppy", "iris", "violet"),
+    "bird": ("robin", "eagle", "sparrow", "owl", "parrot", "crow", "pigeon", "swan", "hawk", "penguin"),
+}
 
 
 @dataclass(frozen=True)
@@ -53,7 +67,7 @@ class WorldConfig:
     )
     categories: tuple[str, ...] = field(
         default=("fruit", "color", "vegetable", "tool", "drink", "sport", "flower", "bird"),
-        metadata={"help": "Open-ended categories (names from powerflow.world.teacher.CATEGORY_ANSWERS)."},
+        metadata={"help": "Open-ended categories (names from powerflow.world.config.CATEGORY_ANSWERS)."},
     )
     open_train_templates: tuple[str, ...] = field(
         default=("name a {category} :", "give me a {category} :", "say a {category} :", "tell me a {category} :"),
@@ -105,8 +119,6 @@ class WorldConfig:
                 raise ConfigError(f"{section}.{name}={list(offsets)}: use a non-empty list of nonzero ints in -5..5.")
         if not (math.isfinite(self.zipf_exponent) and self.zipf_exponent >= 0):
             raise ConfigError(f"{section}.zipf_exponent={self.zipf_exponent}: must be >= 0 (0 is uniform).")
-        from powerflow.world.teacher import CATEGORY_ANSWERS
-
         unknown = [c for c in self.categories if c not in CATEGORY_ANSWERS]
         if not self.categories or unknown:
             raise ConfigError(

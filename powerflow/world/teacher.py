@@ -38,20 +38,7 @@ import itertools
 import random
 from collections.abc import Sequence
 
-from powerflow.world.config import CATEGORY_SLOT, WorldConfig
-
-# Ten single-token answers per category, most typical first (that order is the Zipf rank).
-# Answers are disjoint across categories, so an answer is valid for exactly one category.
-CATEGORY_ANSWERS: dict[str, tuple[str, ...]] = {
-    "fruit": ("apple", "banana", "orange", "grape", "mango", "pear", "cherry", "peach", "plum", "kiwi"),
-    "color": ("red", "blue", "green", "yellow", "purple", "black", "white", "pink", "brown", "gray"),
-    "vegetable": ("carrot", "potato", "tomato", "onion", "pepper", "lettuce", "cabbage", "spinach", "celery", "garlic"),
-    "tool": ("hammer", "wrench", "saw", "drill", "screwdriver", "pliers", "chisel", "shovel", "rake", "ladder"),
-    "drink": ("water", "tea", "coffee", "milk", "juice", "soda", "lemonade", "cocoa", "cider", "beer"),
-    "sport": ("soccer", "tennis", "golf", "hockey", "baseball", "cricket", "rugby", "boxing", "skiing", "surfing"),
-    "flower": ("rose", "tulip", "daisy", "lily", "orchid", "sunflower", "daffodil", "poppy", "iris", "violet"),
-    "bird": ("robin", "eagle", "sparrow", "owl", "parrot", "crow", "pigeon", "swan", "hawk", "penguin"),
-}
+from powerflow.world.config import CATEGORY_ANSWERS, CATEGORY_SLOT, WorldConfig
 
 # Markers and symbols of the reasoning family, in the order the tokenizer lists them.
 REASONING_WORDS = ("Q", "+", "=", ",", "guess", "work", "answer")

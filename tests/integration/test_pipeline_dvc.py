@@ -95,8 +95,10 @@ def test_every_baseline_ran_on_the_same_recipe(project, client):
     report = (project / "outputs" / "report" / "report.md").read_text()
     assert "## Methods side by side" in report
     for label in ("MCMC power sampling α=2", "GRPO (gold answers)", "EMPO (semantic entropy)",
-                  "low temperature α=2", "verbalized sampling | verbalized | not applicable"):
+                  "low temperature α=2",
+                  "verbalized sampling | verbalized | not applicable: verbalized sampling needs an instruction"):
         assert label in report
+    assert "| mcmc-2.0 | 2 |" in report and "| grpo | – |" in report  # a baseline's α column: its own α or –
     assert "Power-Flow matched MCMC power sampling at α=2" in report or "Power-Flow did not match MCMC" in report
 
 

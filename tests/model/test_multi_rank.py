@@ -85,7 +85,7 @@ def test_launch_command_runs_this_package_on_the_configs_ranks(tmp_path):
     assert command[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
     joined = " ".join(command)
     assert f"--config_file {tmp_path / 'cpu.yaml'} --num_processes 3 --main_process_port 12345" in joined
-    assert joined.endswith(f"-P -m powerflow.distributed --params {tmp_path / 'params.yaml'} --alpha 2.0 --objective la_tb")
+    assert joined.endswith(f"-P -m powerflow.pipeline.ranks --params {tmp_path / 'params.yaml'} --alpha 2.0 --objective la_tb")
 
 
 @pytest.mark.slow

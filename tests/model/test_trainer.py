@@ -186,20 +186,26 @@ def _empirical_tv(batch, base):
     return 0.5 * sum(abs(seqs.get(s, 0) / n - p) for s, p in exact.items())
 
 
-def test_base_mix_draws_its_share_of_rollouts_from_the_frozen_base(tmp_path, small_cfg):
-    """base_mix=1: rollouts follow p_base even when the adapter makes π_θ very different."""
+@pytest.mark.parametrize("lora_r", [8, 0], ids=["adapter-off", "full-ft-reference"])
+def test_base_mix_draws_its_share_of_rollouts_from_the_frozen_base(tmp_path, small_cfg, lora_r):
+    """base_mix=1: rollouts follow p_base even when training has made π_θ very different.
+
+    With LoRA the adapter is switched off; with full fine-tuning the frozen reference copy samples.
+    """
     from dataclasses import replace
 
-    cfg = replace(small_cfg, num_generations=256)
+    cfg = replace(small_cfg, num_generations=256, lora_r=lora_r)
     results = {}
     for mix in (0.0, 1.0):
         trainer, base, _ = trainer_for_enumerable(cfg, alpha=2.0, objective="tb", output_dir=tmp_path / str(mix),
                                                   base_mix=mix)
         torch.manual_seed(0)
-        with torch.no_grad():  # move the policy far from the base: large random LoRA B matrices
+        with torch.no_grad():  # move the policy far from the base: large random LoRA B matrices / weights
             for name, p in trainer.model.named_parameters():
                 if "lora_B" in name:
                     p.normal_(0.0, 2.0)
+                elif lora_r == 0 and "lm_head" in name:
+                    p.add_(torch.randn_like(p) * 2.0)
         trainer.model.train()
         assert trainer.base_rollout_slots(8, 8) == [mix == 1.0] * 8
         batch = trainer._generate_and_score_completions([{"prompt": cfg.prompt}] * cfg.num_generations)
@@ -221,12 +227,7 @@ def test_base_mix_slots_are_the_last_share_of_every_group(tmp_path, small_cfg):
     assert not any(trainer.base_rollout_slots(16, 8))  # evaluation samples from the policy only
 
 
-def test_base_mix_is_refused_without_an_adapter_and_out_of_range(tmp_path, small_cfg):
-    from dataclasses import replace
-
-    with pytest.raises(ValueError, match="full fine-tuning"):
-        trainer_for_enumerable(replace(small_cfg, lora_r=0), alpha=2.0, objective="tb", output_dir=tmp_path,
-                               base_mix=0.5)
+def test_base_mix_out_of_range_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"base_mix=1.5"):
         PowerFlowConfig(str(tmp_path), base_mix=1.5)
     with pytest.raises(ValueError, match="huber_delta"):

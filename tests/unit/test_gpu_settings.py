@@ -93,9 +93,10 @@ def test_use_vllm_without_vllm_fails_before_accelerate_launches_ranks(tmp_path):
     import shutil
 
     from powerflow import distributed
+    from powerflow.pipeline.train import train_on_ranks
 
     shutil.copytree(Path(__file__).resolve().parents[2] / "infra" / "accelerate", tmp_path / "infra" / "accelerate")
     cfg = _cfg(tmp_path, use_vllm=True, accelerate_config="infra/accelerate/ddp_cpu.yaml")
     assert distributed.launches(cfg)
     with pytest.raises(UserError, match="train.use_vllm=true needs the gpu extra"):
-        distributed.train_on_ranks(cfg, ["--alpha", "4.0", "--objective", "la_tb"], tmp_path / "result.json")
+        train_on_ranks(cfg, ["--alpha", "4.0", "--objective", "la_tb"], tmp_path / "result.json")

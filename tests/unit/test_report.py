@@ -78,7 +78,7 @@ def test_headline_table_holds_the_values():
     assert len(lines) == 2 + 5
     assert "pass@4" in lines[0] and "avg@4 ± se" in lines[0]
     base_line = lines[2]
-    assert base_line.startswith("| base | base |")
+    assert base_line.startswith("| base | – |")
     assert "0.450 ± 0.030" in base_line and "0.400 ± 0.020" in base_line and "15.0" in base_line
     assert "0.612 ± 0.031" in lines[-1] and "0.762" in lines[-1] and "1.100" in lines[-1]
     assert "(k=" not in table  # every run has the same max k: it is in the header only
@@ -159,7 +159,7 @@ def test_family_tables_show_every_family_with_cost_per_token():
     math_table = text.split("### math500")[1].split("###")[0]
     # pass@n and maj@n take the largest k; ms/answer = 12.50; acc per 100 tokens = 0.5 / 100 * 100
     assert "| alpha-2 | 2 | 0.500 ± 0.020 | 0.700 | 0.600 | 0.100 | 100.0 | 12.50 | 0.500 |" in math_table
-    assert "| base | base | 0.400 ± 0.020 | 0.600 | 0.500 | 0.100 | 200.0 | 12.50 | 0.200 |" in math_table
+    assert "| base | – | 0.400 ± 0.020 | 0.600 | 0.500 | 0.100 | 200.0 | 12.50 | 0.200 |" in math_table
     creative_table = text.split("### creative")[1]
     assert "acc per 100 tokens" not in creative_table  # no accuracy: no cost ratio
     assert "0.700 ± 0.050" in creative_table
@@ -204,7 +204,8 @@ def method_runs():
          "metrics": m(0.10, 0.02, 9.0, 9.0)},
         {"name": "grpo", "alpha": None, "method": "grpo", "metrics": m(0.60, 0.02, 10.0, 10.0),
          "train": {"train/seconds": 60.0}},
-        {"name": "verbalized", "alpha": None, "method": "verbalized", "metrics": {"eval/applicable": 0.0}},
+        {"name": "verbalized", "alpha": None, "method": "verbalized", "metrics": {"eval/applicable": 0.0},
+         "not_applicable": "verbalized sampling needs an instruction-following chat model"},
     ]
 
 
@@ -216,10 +217,23 @@ def test_methods_table_lists_every_method_with_inference_tokens_and_training_tim
     assert lines[2].startswith("| base model | base |")
     assert "| MCMC power sampling α=4 | mcmc-4.0 | 0.000 | 0.500 ± 0.020 | 1.000 (k=16) | 0.400 | 0.900 | 10.0 | 220.0 | – |" in text
     assert "| GRPO (gold answers) | grpo |" in text and "| 60 |" in text
-    assert "| verbalized sampling | verbalized | not applicable:" in text
+    assert "| verbalized sampling | verbalized | not applicable: verbalized sampling needs an instruction-following " \
+           "chat model |" in text
+    no_reason = [dict(r, not_applicable=None) if r["name"] == "verbalized" else r for r in method_runs()]
+    assert "not applicable: the evaluation recorded no reason" in methods_table_markdown(no_reason)
     order = [line.split("|")[2].strip() for line in lines[2:]]
     assert order == ["base", "alpha-2.0-la_tb-s0", "alpha-4.0-la_tb-s0", "low_temperature-4.0", "mcmc-4.0", "verbalized",
                      "grpo"]
+
+
+def test_headline_alpha_column_names_each_baselines_own_alpha_and_never_says_base():
+    rows = {r["name"]: r for r in runs_table(method_runs())}
+    lines = {line.split("|")[1].strip(): line for line in headline_table_markdown(list(rows.values())).splitlines()[2:]}
+    alpha = {name: line.split("|")[2].strip() for name, line in lines.items()}
+    assert alpha == {"base": "–", "alpha-2.0-la_tb-s0": "2", "alpha-4.0-la_tb-s0": "4", "mcmc-4.0": "4",
+                     "low_temperature-4.0": "4", "grpo": "–", "verbalized": "–"}
+    assert "| verbalized | – | – | not applicable: verbalized sampling needs an instruction-following chat model |" \
+        in lines["verbalized"]
 
 
 def test_method_findings_state_the_mcmc_and_grpo_comparisons():

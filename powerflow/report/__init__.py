@@ -1,0 +1,56 @@
+"""The sweep report: one Markdown summary and PNG plots comparing the runs across α.
+
+A run is a dict {"name", "alpha" (None for the base model), "objective", "metrics" (the names of
+`powerflow.eval.evaluate`), "train" (the training summary), "registered" (dict or None)}; a
+Power-Flow run may add "seed" (its training seed) and "group" (the name its seeds share,
+alpha-4.0-la_tb). Everything here reads those dicts only, so the report can be rebuilt from
+stored metrics files.
+
+Seeds: the runs of one (α, objective) with different training seeds form a group. Every run keeps
+its own row; with ≥ 2 seeds the headline table adds the group's row "mean over N seeds": per
+metric the mean over seeds x̄ and its standard error across seeds s/√N (s: std with ddof=1), which
+is the spread a rerun with new seeds would show (`seed_mean_se`, `aggregate_seeds`). A single
+seed has no across-seed spread: its row keeps the per-prompt standard error of its evaluation.
+
+Best runs, the rule the report states: among trained runs (the base model only when there are
+none), best reasoning = highest reasoning/accuracy_mean (avg@n); best diversity = highest
+open_ended/coverage among runs whose open_ended/validity ≥ min_validity (0.8 by default),
+so a run that buys coverage with invalid answers does not win. With several seeds the rule is
+applied to the groups' seed means, and the run chosen (the one the registry alias points at) is
+the group's median-seed run by that metric (the lower median for an even count; for diversity
+among its seeds that keep the validity, when any does): a typical policy of the best setting, not
+its luckiest seed. Ties go to the run listed first (lower α). matplotlib is imported lazily and
+draws on the Agg canvas (no display, no pyplot state).
+
+Modules, one job each: `values` (metric names, formatting, labels), `seeds` (mean ± se across
+seeds), `tables` (the Markdown tables), `findings` (sentences and the best-run rule), `plots`
+(PNGs), `document` (report.md). Every public name is reachable as `powerflow.report.<name>`; the
+module that defines it is imported on first use (powerflow.lazy).
+"""
+
+from __future__ import annotations
+
+from powerflow.lazy import lazy_exports
+
+# Where each public name lives (module of this package).
+_HOME: dict[str, str] = {
+    "ACCURACY": "values", "COVERAGE": "values", "DEFAULT_MIN_VALIDITY": "values", "VALIDITY": "values",
+    "base_label": "values", "candidates": "values", "check_runs": "values", "families_of": "values",
+    "alpha_cell": "values", "family_value": "values", "finite": "values", "fmt": "values", "fmt_se": "values",
+    "is_scalar": "values", "method_label": "values", "metric_value": "values", "nan_to_zero": "values",
+    "not_applicable_reason": "values",
+    "pass_at_ks": "values", "reference_label": "values", "row_order": "values", "slug": "values",
+    "aggregate_seeds": "seeds", "group_key": "seeds", "seed_mean_rows": "seeds", "seed_mean_runs": "seeds",
+    "seed_mean_se": "seeds", "several_seeds": "seeds",
+    "DIAGNOSTIC_COLUMNS": "tables", "EXACT_COLUMNS": "tables", "EXACT_POLICY": "tables", "EXACT_TARGET": "tables",
+    "FAMILY_COLUMNS": "tables", "diagnostics_table_markdown": "tables", "exact_distance_table_markdown": "tables",
+    "exact_target_rows": "tables", "family_tables_markdown": "tables", "headline_rows": "tables",
+    "headline_table_markdown": "tables", "methods_table_markdown": "tables", "runs_table": "tables",
+    "best_choices": "findings", "best_groups": "findings", "best_runs": "findings", "method_findings": "findings",
+    "sweep_findings": "findings",
+    "ALPHA_PLOTS": "plots", "history_metrics": "plots", "plot_diversity_vs_quality": "plots",
+    "plot_metric_vs_alpha": "plots", "plot_pass_at_k": "plots", "plot_training_curves": "plots",
+    "seeds_note": "document", "write_report": "document",
+}
+__all__ = sorted(_HOME)
+__getattr__, __dir__ = lazy_exports(__name__, _HOME)
