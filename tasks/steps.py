@@ -13,7 +13,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from powerflow import pipeline
-from powerflow.config import UserError
+from powerflow.errors import UserError
 from powerflow.timing import measured
 
 
