@@ -15,6 +15,8 @@ from tests.pipeline_project import tiny_params
 
 def _cfg(tmp_path: Path, **train):
     params = tiny_params()
+    if train.get("use_vllm"):
+        train.setdefault("base_mix", 0.0)  # the vLLM engine holds only the policy: no base-model rollouts
     params["train"].update(train)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
