@@ -12,7 +12,8 @@ def method_findings(runs: list[dict], family: str = "reasoning") -> list[str]:
     """Plain statements: did Power-Flow match MCMC power sampling's accuracy at a fraction of its
     inference tokens; where does it stand against GRPO; which methods did not apply.
 
-    "Matched" means avg@n at most 2 standard errors (√(se₁² + se₂²)) below the other method's.
+    "Matched" means avg@n within 2 standard errors (√(se₁² + se₂²)) of the other method's, "beat" more
+    than 2 above it, "did not match" more than 2 below.
     """
     out = []
     policies = [r for r in runs if r.get("method") == "power_flow"]
@@ -26,7 +27,7 @@ def method_findings(runs: list[dict], family: str = "reasoning") -> list[str]:
         pf = max(same, key=lambda p: p["metrics"][acc])
         gap, sd = _gap(pf["metrics"], mcmc["metrics"], acc, se)
         ratio = pf["metrics"].get(inf, math.nan) / mcmc["metrics"].get(inf, math.nan)
-        verdict = "matched" if gap >= -2 * sd else "did not match"
+        verdict = "beat" if gap > 2 * sd else "matched" if gap >= -2 * sd else "did not match"
         out.append(f"Power-Flow {verdict} MCMC power sampling at α={mcmc['method_alpha']:g}: avg@n "
                    f"{fmt(pf['metrics'][acc])} vs {fmt(mcmc['metrics'][acc])} ({gap:+.3f}, {_units(gap, sd)}), "
                    f"with {fmt(ratio, 2)}× its inference tokens per answer "

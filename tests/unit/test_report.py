@@ -250,6 +250,9 @@ def test_method_findings_state_the_mcmc_and_grpo_comparisons():
     worse = [dict(r, metrics=dict(r["metrics"], **{"reasoning/accuracy_mean": 0.70})) if r["name"] == "mcmc-4.0" else r
              for r in method_runs()]
     assert next(f for f in method_findings(worse) if "MCMC" in f).startswith("Power-Flow did not match")
+    better = [dict(r, metrics=dict(r["metrics"], **{"reasoning/accuracy_mean": 0.30})) if r["name"] == "mcmc-4.0" else r
+              for r in method_runs()]
+    assert next(f for f in method_findings(better) if "MCMC" in f).startswith("Power-Flow beat MCMC power sampling")
 
 
 # ----------------------------------------------------------------------------- seeds
