@@ -76,7 +76,10 @@ def policy_terminals(trainer, prompt_ids, max_length: int):
 
 def train_and_measure(cfg: ExactCheckConfig, alpha: float, objective: str, output_dir: str | Path) -> dict:
     """Train one (α, objective) run and return the exact report plus the trained log Z and time."""
+    from powerflow.progress import show_training_progress
+
     trainer, base, prompt_ids = trainer_for_enumerable(cfg, alpha, objective, output_dir)
+    show_training_progress(trainer, f"exact {objective} α={alpha:g}")  # no metric dict per logging step
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
