@@ -3,7 +3,7 @@ by plain sampling from the base model, measured in the same process on the same 
 
 Baseline: `generate_completions` from the base model at temperature 1 (what an untrained user pays).
 Measured: MCMC power sampling from the base model toward p^α (baselines.mcmc_* settings of
-params.yaml) and plain sampling from the fine-tuned policy alpha-<α>-la_tb (models/policies/, from
+params.yaml) and plain sampling from the fine-tuned policy alpha-<α>-<objective>-s<seed> (models/policies/, from
 the main job). Reported: tokens generated per answer (every sampled token, MCMC's rejected
 proposals included) and wall seconds per answer, medians over repeats, and their ratios.
 
