@@ -255,6 +255,20 @@ def test_method_findings_state_the_mcmc_and_grpo_comparisons():
     assert next(f for f in method_findings(better) if "MCMC" in f).startswith("Power-Flow beat MCMC power sampling")
 
 
+def test_method_findings_speak_for_the_median_seed_not_the_luckiest():
+    from powerflow.report import method_findings
+
+    runs = method_runs()
+    four = next(r for r in runs if r["name"] == "alpha-4.0-la_tb-s0")
+    seeds = [dict(four, name=f"alpha-4.0-la_tb-s{i}", seed=i, group="alpha-4.0-la_tb",
+                  metrics=dict(four["metrics"], **{"reasoning/accuracy_mean": acc}))
+             for i, acc in enumerate((0.47, 0.70, 0.40))]
+    runs = [r for r in runs if r is not four] + seeds
+    mcmc = next(f for f in method_findings(runs) if "MCMC" in f)
+    assert mcmc.startswith("Power-Flow, median of 3 seeds (alpha-4.0-la_tb-s0) matched MCMC"), mcmc
+    assert "avg@n 0.470 vs 0.500" in mcmc  # the median seed, not 0.700
+
+
 # ----------------------------------------------------------------------------- seeds
 
 
