@@ -41,14 +41,14 @@ def collect_runs(cfg: PipelineConfig) -> tuple[list[dict], dict[str, list[dict]]
             if b["trained"] else {},
             "registered": json.loads(require_input(lay.registration(name), "register").read_text())
             if b["trained"] else None,
-            "not_applicable": recorded_not_applicable(lay.evaluation(name)),
+            "not_applicable": _recorded_not_applicable(lay.evaluation(name)),
         })
         if b["trained"]:
             histories[name] = read_history_csv(lay.train_outputs(name) / "history.csv")
     return runs, histories
 
 
-def recorded_not_applicable(out_dir: Path) -> str | None:
+def _recorded_not_applicable(out_dir: Path) -> str | None:
     """The reason an evaluation folder records for a method that does not apply (settings.json), if any."""
     try:
         return json.loads((out_dir / "settings.json").read_text()).get("not_applicable")

@@ -37,7 +37,6 @@ _HOME: dict[str, str] = {
     "ACCURACY": "values", "COVERAGE": "values", "DEFAULT_MIN_VALIDITY": "values", "VALIDITY": "values",
     "base_label": "values", "candidates": "values", "check_runs": "values", "families_of": "values",
     "alpha_cell": "values", "family_value": "values", "finite": "values", "fmt": "values", "fmt_se": "values",
-    "has_metric": "values",
     "is_scalar": "values", "method_label": "values", "metric_value": "values", "nan_to_zero": "values",
     "not_applicable_reason": "values",
     "pass_at_ks": "values", "reference_label": "values", "row_order": "values", "slug": "values",

@@ -18,7 +18,7 @@ from powerflow.report.tables import (
     headline_table_markdown, methods_table_markdown, runs_table,
 )
 from powerflow.report.values import (
-    DEFAULT_MIN_VALIDITY, alpha_cell, families_of, finite, fmt, has_metric, is_scalar, pass_at_ks, slug,
+    DEFAULT_MIN_VALIDITY, alpha_cell, families_of, finite, fmt, is_scalar, pass_at_ks, slug,
 )
 
 
@@ -53,7 +53,7 @@ def write_report(
     names: list[tuple[str, str]] = []  # (file name, caption)
     with atomic_directory(plot_dir) as tmp:
         for metric, ylabel in ALPHA_PLOTS:
-            if any(has_metric(r, metric) for r in runs_for_plots):
+            if any(finite((r.get("metrics") or {}).get(metric)) for r in runs_for_plots):
                 name = f"{slug(metric)}_vs_alpha.png"
                 plot_metric_vs_alpha(runs_for_plots, metric, tmp / name, ylabel=ylabel)
                 names.append((name, f"{ylabel} vs α"))
@@ -61,14 +61,14 @@ def write_report(
             if any(pass_at_ks(r.get("metrics") or {}, family) for r in runs_for_plots):
                 plot_pass_at_k(runs_for_plots, tmp / f"{slug(family)}_pass_at_k.png", family)
                 names.append((f"{slug(family)}_pass_at_k.png", f"{family} pass@k"))
-            if family != "reasoning" and any(has_metric(r, f"{family}/accuracy_mean")
+            if family != "reasoning" and any(finite((r.get("metrics") or {}).get(f"{family}/accuracy_mean"))
                                              for r in runs_for_plots):
                 name = f"{slug(family)}_accuracy_mean_vs_alpha.png"
                 plot_metric_vs_alpha(runs_for_plots, f"{family}/accuracy_mean", tmp / name,
                                      ylabel=f"{family} avg@n")
                 names.append((name, f"{family} accuracy (avg@n) vs α"))
             for diversity in ("semantic_diversity", "coverage"):
-                if any(has_metric(r, f"{family}/{diversity}")
+                if any(finite((r.get("metrics") or {}).get(f"{family}/{diversity}"))
                        and finite(r["metrics"].get(f"{family}/quality")) for r in runs_for_plots):
                     name = f"{slug(family)}_{diversity}_vs_quality.png"
                     plot_diversity_vs_quality(runs_for_plots, tmp / name, family, diversity)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import math
 
 from powerflow.report.seeds import group_key, seed_mean_rows
-from powerflow.report.values import (
-    DEFAULT_MIN_VALIDITY, candidates, finite, fmt, fmt_se, has_metric, method_label, nan_to_zero,
-)
+from powerflow.report.values import DEFAULT_MIN_VALIDITY, candidates, finite, fmt, fmt_se, method_label, nan_to_zero
 
 
 def method_findings(runs: list[dict], family: str = "reasoning") -> list[str]:
@@ -22,9 +20,9 @@ def method_findings(runs: list[dict], family: str = "reasoning") -> list[str]:
     out = []
     policies = [r for r in runs if r.get("method") == "power_flow"]
     acc, se, inf = f"{family}/accuracy_mean", f"{family}/accuracy_mean_se", f"{family}/inference_tokens_per_answer"
-    for mcmc in (r for r in runs if r.get("method") == "mcmc" and has_metric(r, acc)):
+    for mcmc in (r for r in runs if r.get("method") == "mcmc" and finite((r.get("metrics") or {}).get(acc))):
         same = [p for p in policies if p.get("alpha") == mcmc.get("method_alpha")
-                and has_metric(p, acc)]
+                and finite((p.get("metrics") or {}).get(acc))]
         if not same:
             out.append(f"{method_label(mcmc)}: no Power-Flow run at the same α to compare with.")
             continue
@@ -37,10 +35,10 @@ def method_findings(runs: list[dict], family: str = "reasoning") -> list[str]:
                    f"{fmt(pf['metrics'][acc])} vs {fmt(mcmc['metrics'][acc])} ({gap:+.3f}, {_units(gap, sd)}), "
                    f"with {fmt(ratio, 2)}× its inference tokens per answer "
                    f"({fmt(pf['metrics'].get(inf), 1)} vs {fmt(mcmc['metrics'].get(inf), 1)}).")
-    measured = [p for p in policies if has_metric(p, acc)]
+    measured = [p for p in policies if finite((p.get("metrics") or {}).get(acc))]
     best = _typical_policy(measured, acc) if measured else None
     for other in (r for r in runs if r.get("method") in ("grpo", "empo", "low_temperature")
-                  and has_metric(r, acc)):
+                  and finite((r.get("metrics") or {}).get(acc))):
         if best is None:
             break
         gap, sd = _gap(best["metrics"], other["metrics"], acc, se)

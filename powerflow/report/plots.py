@@ -8,8 +8,7 @@ import tempfile
 from pathlib import Path
 
 from powerflow.report.values import (
-    base_label, check_runs, finite, has_metric, method_label, metric_value, nan_to_zero, pass_at_ks, reference_label,
-    row_order,
+    base_label, check_runs, finite, method_label, metric_value, nan_to_zero, pass_at_ks, reference_label, row_order,
 )
 
 
@@ -32,7 +31,7 @@ def plot_metric_vs_alpha(runs: list[dict], metric: str, path: str | Path, *, yla
     The base model (α None) is a dashed horizontal line. Raises ValueError if no run has `metric`.
     """
     check_runs(runs)
-    have = [r for r in runs if has_metric(r, metric)]
+    have = [r for r in runs if finite((r.get("metrics") or {}).get(metric))]
     if not have:
         raise ValueError(f"no run has metric {metric!r}")
     fig, ax = _figure()
@@ -92,7 +91,7 @@ def plot_diversity_vs_quality(
     method (the objective, or the run name for the base model and baselines), ± se bars."""
     check_runs(runs)
     xk, yk = f"{family}/{quality}", f"{family}/{diversity}"
-    have = [r for r in runs if has_metric(r, xk) and finite(r["metrics"].get(yk))]
+    have = [r for r in runs if finite((r.get("metrics") or {}).get(xk)) and finite(r["metrics"].get(yk))]
     if not have:
         raise ValueError(f"no run has both {xk} and {yk}")
     fig, ax = _figure()

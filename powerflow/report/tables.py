@@ -6,7 +6,7 @@ import math
 
 from powerflow.report.seeds import group_key, seed_mean_rows, seed_mean_se
 from powerflow.report.values import (
-    ACCURACY, COVERAGE, VALIDITY, alpha_cell, check_runs, families_of, family_value, finite, fmt, fmt_se, has_metric,
+    ACCURACY, COVERAGE, VALIDITY, alpha_cell, check_runs, families_of, family_value, finite, fmt, fmt_se,
     method_label, metric_value, not_applicable_reason, pass_at_ks, row_order,
 )
 
@@ -86,7 +86,8 @@ EXACT_COLUMNS = (  # (metric, header) of the distance table, read from a run's m
 def exact_distance_table_markdown(runs: list[dict]) -> str:
     """Every trained policy against the exact p_base^α of its α (world only): per run, and the
     mean ± se across seeds for groups of ≥ 2 seeds."""
-    have = [r for r in sorted(runs, key=row_order) if has_metric(r, f"{EXACT_POLICY}reasoning/kl_target")]
+    have = [r for r in sorted(runs, key=row_order) if finite((r.get("metrics") or {}).get(
+        f"{EXACT_POLICY}reasoning/kl_target"))]
     if not have:
         return ""
     header = ["run", "α"] + [h for _, h in EXACT_COLUMNS]
@@ -247,7 +248,7 @@ def family_tables_markdown(runs: list[dict]) -> str:
 
 def diagnostics_table_markdown(runs: list[dict]) -> str:
     """Distribution diagnostics of the trained policies (powerflow.eval.diagnostics), if any has them."""
-    have = [r for r in sorted(runs, key=row_order) if has_metric(r, "diag/residual_var")]
+    have = [r for r in sorted(runs, key=row_order) if finite((r.get("metrics") or {}).get("diag/residual_var"))]
     if not have:
         return ""
     header = ["run", "α"] + [h for _, h in DIAGNOSTIC_COLUMNS]

@@ -84,11 +84,6 @@ def families_of(runs: list[dict]) -> list[str]:
     return list(seen)
 
 
-def has_metric(run: dict, key: str) -> bool:
-    """Whether `run` has a finite value for metric `key` (a run without metrics has none)."""
-    return finite((run.get("metrics") or {}).get(key))
-
-
 def metric_value(metrics: dict, key: str) -> float:
     value = metrics.get(key)
     return float(value) if finite(value) else math.nan
