@@ -54,13 +54,15 @@ def method_findings(runs: list[dict], family: str = "reasoning") -> list[str]:
 
 def _typical_policy(policies: list[dict], key: str) -> dict:
     """The Power-Flow run a comparison speaks for: the (α, objective) group with the highest seed mean
-    of `key`, then that group's (lower) median seed, ties by seed. One seed per group: the best run."""
+    of `key`, then that group's median seed by the aliases' rule (`_median_member`). One seed per
+    group: the best run."""
     groups: dict[str, list[dict]] = {}
     for run in policies:
         groups.setdefault(group_key(run), []).append(run)
     members = max(groups.values(), key=lambda ms: math.fsum(m["metrics"][key] for m in ms) / len(ms))
-    ordered = sorted(members, key=lambda r: (r["metrics"][key], r.get("seed") or 0, r["name"]))
-    return ordered[(len(ordered) - 1) // 2]
+    scores = [{"name": r["name"], "seed": r.get("seed"), key: r["metrics"][key]} for r in members]
+    chosen = _median_member(scores, key)["name"]
+    return next(r for r in members if r["name"] == chosen)
 
 
 def _seed_note(run: dict, policies: list[dict]) -> str:
