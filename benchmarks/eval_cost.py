@@ -73,12 +73,13 @@ def world_scorers(repeats: int) -> dict:
     from powerflow.eval.diagnostics import policy_diagnostics
     from powerflow.eval.diversity import diversity_metrics, load_embedder
     from powerflow.eval.generation import generate_completions
-    from powerflow.pipeline import base_model_source, evaluation_rows, load_causal_lm, load_tokenizer
-    from powerflow.world import grade
+    from powerflow.eval.grading import family_graders
+    from powerflow.pipeline import base_model_source, load_causal_lm, load_tokenizer, prepared_split
 
     cfg = load_pipeline_config("params.yaml")
     ecfg = cfg.evaluate
-    rows = evaluation_rows(cfg)
+    prepared = prepared_split(cfg)
+    rows = prepared.rows
     model = load_causal_lm(base_model_source(cfg))
     tok = load_tokenizer(base_model_source(cfg))
     prompts = [r["prompt"] for r in rows]
@@ -91,9 +92,10 @@ def world_scorers(repeats: int) -> dict:
         out["sampling"].append(time.perf_counter() - start)
         texts = [[c.text for c in cs] for cs in sampled]
         start = time.perf_counter()
-        for row, cs in zip(rows, sampled):
-            for c in cs:
-                grade(row["family"], row["answer"], c.text)
+        with family_graders(prepared.answer_kinds, ecfg.math_timeout_s) as graders:
+            for row, cs in zip(rows, sampled):
+                for c in cs:
+                    graders[row["family"]].grade(row["answer"], c.text)
         out["grading"].append(time.perf_counter() - start)
         start = time.perf_counter()
         diversity_metrics(texts, None)

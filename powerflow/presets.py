@@ -11,12 +11,46 @@ library), so params.yaml keeps its comments and layout.
     powerflow preset list
     powerflow preset show qwen2.5-math-7b-alpha4
     powerflow preset apply qwen2.5-math-7b-alpha4 --params params.yaml
+
+The CPU check: the same preset, run end to end on a CPU before renting a GPU. `--model DIR` turns
+it on (`apply_cpu_check`): params.yaml ⊕ preset ⊕ the CPU overrides below, so `dvc repro report`
+runs the preset's whole configuration (objective, log Z mode, LoRA rank, prompt format, column
+mapping, benchmarks, baselines, report) on a small local model in minutes, and fails on any
+config error a GPU run would hit.
+
+    powerflow preset apply llama-3.1-8b-instruct-alpha2-reasoning --model path/to/tiny-model \
+        --data math_prompts.jsonl --source math500=math500.jsonl --source gpqa_diamond=gpqa.csv
+    dvc repro report
+
+The preset merged over params.yaml is validated first as it is (the GPU run's params: an
+error there is the preset's and is reported as such), then with the overrides:
+
+    model.name_or_path           DIR (a local model directory with config.json; stored absolute)
+    train.use_vllm, train.bf16   false (no CUDA), train.accelerate_config / num_processes null
+    train.steps, save_steps      2 (one checkpoint is still written and read back)
+    train.prompts_per_step       2, train.num_generations 2 (whole groups, as TRL and EMPO need)
+    train.gradient_accumulation_steps
+                                 1 if the preset's is 1, else 2: it divides the 4 completions of
+                                 a step and keeps the preset's accumulation path (micro-batch 2)
+    train.max_completion_length, evaluate.max_new_tokens, baselines.mcmc_max_new_tokens   16
+    evaluate.backend             transformers; evaluate.n_samples 2; max_prompts_per_family 2
+    evaluate.diagnostics_*       at most 2 prompts (0 stays 0: off as the preset says) and 2 samples
+    baselines.mcmc_blocks/steps  at most 2
+    data.source                  FILE with --data (a .jsonl/.csv/.parquet file); data.columns stays
+                                 the preset's, so a file without the preset's columns fails in
+                                 `prepare` as the hub dataset would
+    evaluate.sources.<benchmark> FILE for each --source BENCHMARK=FILE (a benchmark the preset lists)
+
+Everything else is the preset's. Paths of --data and --source resolve from the working directory
+and are stored relative to the project (params.yaml's folder) when inside it, absolute otherwise.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+import os
+import tempfile
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any

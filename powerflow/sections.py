@@ -79,15 +79,19 @@ class ExactCheckConfig:
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Check one YAML value against a dataclass field annotation.
 
-    Supported: int, float, str, bool, X | None, tuple[X, ...], dict[str, X].
+    Supported: int, float, str, bool, X | None, str | dict[str, X] (by the value's shape), tuple[X, ...],
+    dict[str, X].
     """
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType) and type(None) in args:
-        if value is None:
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, key)
+        options = [a for a in args if a is not type(None)]
+        if len(options) > 1:  # str | dict[str, X]: the option of the value's shape
+            shaped = [a for a in options if (typing.get_origin(a) is dict) == isinstance(value, dict)]
+            options = shaped[:1] or options[:1]
+        return _coerce(value, options[0], key)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping (key: value lines), got {value!r}.")
@@ -401,11 +405,32 @@ class TrainConfig:
 class ReportConfig:
     """The report stage: comparison across α and the registry aliases. Section `report:`."""
 
-    title: str = field(default="powerflow α sweep", metadata={"help": "Title of the Markdown report."})
+    title: str | None = field(
+        default=None,
+        metadata={"help": "Title of the Markdown report; null builds it from the sweep and the model "
+                          "(powerflow α sweep `default` on the embedded world)."},
+    )
     min_validity: float = field(
         default=0.8, metadata={"help": "best-diversity α: highest coverage among runs with at least this validity."}
+    )
+    select_on: str | None = field(
+        default=None,
+        metadata={"help": "The answer-keyed eval family best-reasoning is chosen on (highest <family>/accuracy_mean, "
+                          "e.g. math500), and the MCMC/GRPO/EMPO comparisons are made on; null: the first that ran."},
+    )
+    select_diversity_on: str | None = field(
+        default=None,
+        metadata={"help": "The open-ended eval family best-diversity is chosen on (highest <family>/coverage with "
+                          "validity >= min_validity, e.g. coverageqa); null: the first that ran."},
     )
 
     def __post_init__(self):
         if not 0 <= self.min_validity <= 1:
             raise ConfigError(f"report.min_validity={self.min_validity}: use a fraction in [0, 1].")
+        if self.title is not None and not self.title.strip():
+            raise ConfigError("report.title is empty: write a title, or null to build it from the sweep and the model.")
+        for key in ("select_on", "select_diversity_on"):
+            value = getattr(self, key)
+            if value is not None and (not value.strip() or "/" in value):
+                raise ConfigError(f"report.{key}={value!r}: name an eval family (the part of a metric before '/', "
+                                  "e.g. math500), or write null for the first that ran.")

@@ -3,8 +3,8 @@
 Modules:
     config     BaselinesConfig, the `baselines:` section of params.yaml
     rewards    reward functions in TRL's form: `accuracy_reward` (GRPO), `empo_reward` (EMPO) and
-               their parts (`cluster_answers`, `semantic_entropy`, `empo_rewards`), world and math
-               extractors, graders and equivalences
+               their parts (`cluster_answers`, `semantic_entropy`, `empo_rewards`); answers are read,
+               graded and compared by each family's answer kind (powerflow.eval.grading)
     trainers   `baseline_trainer` (a trl.GRPOTrainer per method), `recipe` (the settings recorded)
 
 Nothing is imported here: import the module you need (`from powerflow.baselines.rewards import ...`),

@@ -1,11 +1,13 @@
 """Reward functions of the training-time baselines, in the form TRL's GRPOTrainer calls them.
 
-- accuracy_reward   GRPO with gold answers: 1 when the project's grader says the completion is
-                    right, else 0. The only place in the project where a gold answer reaches training.
+- accuracy_reward   GRPO with gold answers: 1 when the row's answer kind (powerflow.eval.grading)
+                    grades the completion right, else 0. The only place in the project where a gold
+                    answer reaches training.
 - empo_reward       EMPO (Zhang et al. 2025, "Right Question is Already Half the Answer: Fully
                     Unsupervised LLM Reasoning Incentivization", arXiv 2504.05812): no labels; each
                     sample is rewarded with the frequency of its answer's meaning among the G samples
-                    of its prompt, and prompts whose samples all disagree are dropped.
+                    of its prompt, and prompts whose samples all disagree are dropped. Answers are
+                    read and compared by the row's answer kind (math-verify for math answers).
 
 How TRL 1.16 calls a reward function (trl/trainer/grpo_trainer.py, `_calculate_rewards` and
 `_generate_and_score_completions`):
@@ -26,19 +28,16 @@ How TRL 1.16 calls a reward function (trl/trainer/grpo_trainer.py, `_calculate_r
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from powerflow.errors import UserError
-from powerflow.eval.grading import Grade
+from powerflow.eval.grading import AnswerKind, decoded_key
 
-# grade(family, answer key, completion text) -> Grade: the project's graders in one signature.
-GradeFn = Callable[[Any, Any, str], Grade]
-# extract(family, completion text) -> the answer it gives, or None when it gives none.
-ExtractFn = Callable[[Any, str], "str | None"]
+# family -> the AnswerKind that reads, grades and compares that family's answers.
+Graders = Mapping[str, AnswerKind]
 # same(representative, answer) -> True when the two answers mean the same (one equivalence class).
 SameFn = Callable[[str, str], bool]
 RewardFn = Callable[..., list]
@@ -56,20 +55,32 @@ def completion_text(completion: str | Sequence[dict]) -> str:
 
 
 # ------------------------------------------------------------------------------------- GRPO
-def accuracy_reward(grade: GradeFn) -> RewardFn:
-    """GRPO's verifiable reward: r_i = 1[grade(family_i, answer_i, y_i).correct].
+def accuracy_reward(graders: Graders) -> RewardFn:
+    """GRPO's verifiable reward: r_i = 1[kind(family_i).grade(answer_i, y_i).correct].
 
-    The dataset must carry `answer` (the key in the form `grade` takes) and `family` columns; TRL
-    hands them over per completion. TRL logs the mean as `rewards/accuracy/mean`.
+    The dataset must carry `answer` (the key, JSON text as a dataset column stores it) and `family`
+    columns; TRL hands them over per completion. TRL logs the mean as `rewards/accuracy/mean`.
     """
 
     def accuracy(prompts: list, completions: list, answer: list, family: list, **kwargs: Any) -> list[float]:
         return [
-            1.0 if grade(fam, key, completion_text(c)).correct else 0.0
+            1.0 if grader_of(graders, fam).grade(decoded_key(key), completion_text(c)).correct else 0.0
             for c, key, fam in zip(completions, answer, family, strict=True)
         ]
 
     return accuracy
+
+
+def grader_of(graders: Graders, family: Any) -> AnswerKind:
+    """The AnswerKind of `family`; with no family (a dataset without the column) the only one there is."""
+    if family is None and len(graders) == 1:
+        return next(iter(graders.values()))
+    if family not in graders:
+        raise UserError(
+            f"no answer kind for family {family!r}: the answer kinds cover {', '.join(map(str, graders))}; give the "
+            "training rows a family column whose values are those families."
+        )
+    return graders[family]
 
 
 # ------------------------------------------------------------------------------------- EMPO
@@ -146,14 +157,15 @@ def empo_rewards(answers: Sequence[str | None], same: SameFn, drop_max_entropy: 
     return cluster_frequency_rewards(cluster_answers(answers, same), drop_max_entropy)
 
 
-def empo_reward(extract: ExtractFn, same: SameFn, num_generations: int, drop_max_entropy: bool = True) -> RewardFn:
+def empo_reward(graders: Graders, num_generations: int, drop_max_entropy: bool = True) -> RewardFn:
     """EMPO's reward function for TRL: `empo_rewards` on each consecutive group of num_generations.
 
-    Answers are `extract(family, completion)`, family taken from the dataset's `family` column
-    when it has one (else None). Gold answers are never read, even when the dataset has them.
-    TRL logs the mean over kept samples as `rewards/semantic_entropy/mean`; through `log_metric`
-    the function adds `empo/semantic_entropy` (mean H over groups that answered) and
-    `empo/dropped_fraction` (groups dropped by the entropy threshold).
+    Answers are `kind.extract(completion)` and clusters `kind.same`, kind the answer kind of the
+    row's family (the dataset's `family` column; without one, the only kind given). Gold answers are
+    never read, even when the dataset has them. TRL logs the mean over kept samples as
+    `rewards/semantic_entropy/mean`; through `log_metric` the function adds `empo/semantic_entropy`
+    (mean H over groups that answered) and `empo/dropped_fraction` (groups dropped by the entropy
+    threshold).
     """
     if num_generations < 1:
         raise ValueError(f"empo_reward needs num_generations >= 1, got {num_generations}")
@@ -166,13 +178,14 @@ def empo_reward(extract: ExtractFn, same: SameFn, num_generations: int, drop_max
                 "per_device_train_batch_size × steps_per_generation a multiple of num_generations."
             )
         families = kwargs.get("family") or [None] * n
-        answers = [extract(fam, completion_text(c)) for fam, c in zip(families, completions, strict=True)]
+        kinds = [grader_of(graders, fam) for fam in families]
+        answers = [kind.extract(completion_text(c)) for kind, c in zip(kinds, completions, strict=True)]
         rewards: list[float | None] = []
         entropies, dropped = [], 0
         for start in range(0, n, num_generations):
             group = slice(start, start + num_generations)
             _check_one_prompt(prompts[group], num_generations)
-            ids = cluster_answers(answers[group], same)
+            ids = cluster_answers(answers[group], kinds[start].same)
             group_rewards = cluster_frequency_rewards(ids, drop_max_entropy)
             dropped += group_rewards[0] is None
             entropy = semantic_entropy(ids)
@@ -196,77 +209,3 @@ def _check_one_prompt(prompts: Sequence, num_generations: int) -> None:
             f"EMPO expected {num_generations} consecutive completions of one prompt, got several prompts: "
             "evaluation must use the training group size (leave num_generations_eval unset)."
         )
-
-
-# ------------------------------------------------------------------------- world and math
-def world_extract(family: str, completion: str) -> str | None:
-    """The answer a world completion gives, in the form two answers are compared in.
-
-    reasoning: the world grader's extracted value (N of the last "answer N", canonical integer).
-    open_ended: the world grader's normalisation (EOS text dropped first: SQuAD normalisation alone
-    would turn "apple</s>" into "apples"), then `normalize_answer`; an empty result is no answer.
-    """
-    from powerflow.eval.openended import normalize_answer
-    from powerflow.world.grading import (
-        FAMILIES,
-        extract_reasoning_answer,
-        normalize_open_answer,
-    )
-
-    if family == "reasoning":
-        return extract_reasoning_answer(completion)
-    if family == "open_ended":
-        return normalize_answer(normalize_open_answer(completion)) or None
-    raise ValueError(f"unknown world prompt family {family!r}: use one of {', '.join(FAMILIES)}")
-
-
-def world_same(a: str, b: str) -> bool:
-    """Normalised exact match (`normalize_answer`): the world's equivalence of two answers."""
-    from powerflow.eval.openended import normalize_answer
-
-    return normalize_answer(a) == normalize_answer(b)
-
-
-def world_grade(family: str, answer: Any, completion: str) -> Grade:
-    """The world grader, taking the answer key as stored in the prepared answer table (JSON text).
-
-    A dataset column cannot mix strings ("10") and lists (valid answers), so the key may arrive as
-    its JSON text ('"10"', '["apple", "apples"]'); text that is not JSON is used as it is.
-    """
-    from powerflow.world.grading import grade
-
-    if isinstance(answer, str):
-        try:
-            answer = json.loads(answer)
-        except ValueError:
-            pass
-    return grade(family, answer, completion)
-
-
-def math_extract(family: Any, completion: str) -> str | None:
-    """The final answer of a math completion (`powerflow.eval.math.extract_answer`); family unused."""
-    from powerflow.eval.math import extract_answer
-
-    return extract_answer(completion)
-
-
-def math_grade(family: Any, answer: str, completion: str) -> Grade:
-    """`grade_math(completion, answer)` in the grade(family, answer, completion) signature."""
-    from powerflow.eval.math import grade_math
-
-    return grade_math(completion, str(answer))
-
-
-def math_same(verifier=None) -> SameFn:
-    """math-verify equivalence as `same(representative, answer)`: the representative is the gold side.
-
-    Uses `verifier` (a `powerflow.eval.math.MathVerifier`) or, when None, the shared one.
-    """
-    from powerflow.eval.math import is_equivalent
-
-    def same(representative: str, answer: str) -> bool:
-        if verifier is None:
-            return is_equivalent(answer, representative)
-        return verifier.equivalent(answer, representative)
-
-    return same

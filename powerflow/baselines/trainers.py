@@ -1,6 +1,6 @@
 """The training-time baselines as TRL GRPOTrainers, and the settings recorded with each run.
 
-- grpo   GRPO with gold answers (Shao et al. 2024): reward `accuracy` from the project's grader.
+- grpo   GRPO with gold answers (Shao et al. 2024): reward `accuracy` from each family's answer kind.
          The dataset carries `answer` and `family` columns: the one place gold answers reach training.
 - empo   EMPO (Zhang et al. 2025): reward `semantic_entropy`, the frequency of a sample's answer
          cluster within its prompt's group; max-entropy groups dropped. No answers are read.
@@ -14,22 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from powerflow.baselines.rewards import (
-    ExtractFn,
-    GradeFn,
-    SameFn,
-    accuracy_reward,
-    empo_reward,
-    world_extract,
-    world_grade,
-    world_same,
-)
+from powerflow.baselines.rewards import Graders, accuracy_reward, empo_reward
 from powerflow.errors import UserError
 
 BASELINES = ("grpo", "empo")
 REWARD_NAMES = {"grpo": "accuracy", "empo": "semantic_entropy"}
 REWARD_DESCRIPTIONS = {
-    "grpo": "1 if the project's grader marks the completion correct against the gold answer, else 0",
+    "grpo": "1 if the family's answer kind grades the completion correct against the gold answer, else 0",
     "empo": "frequency n_c/G of the completion's answer cluster among its prompt's G samples (0 without an "
             "answer); groups whose answers all differ (entropy at its maximum) are dropped (None rewards)",
 }
@@ -66,22 +57,19 @@ def baseline_trainer(
     tokenizer,
     train_dataset,
     args,
-    grade: GradeFn = world_grade,
-    extract: ExtractFn = world_extract,
-    same: SameFn = world_same,
+    graders: Graders,
     peft_config=None,
     callbacks=None,
     drop_max_entropy: bool = True,
 ):
     """A `trl.GRPOTrainer` for one baseline with its reward function; `args` is a `trl.GRPOConfig`.
 
-    grpo: `accuracy_reward(grade)`; the dataset must have `answer` and `family` columns (else
+    graders: {family: AnswerKind} (powerflow.eval.grading.family_graders) of the training rows.
+    grpo: `accuracy_reward(graders)`; the dataset must have `answer` and `family` columns (else
     BaselineDataError) and `args.remove_unused_columns` must be False (TRL's default).
-    empo: `empo_reward(extract, same, args.num_generations)`; with the default world extractor the
-    dataset needs a `family` column. Each process's generation batch must hold whole groups and
+    empo: `empo_reward(graders, args.num_generations)`; with more than one family the dataset
+    needs a `family` column. Each process's generation batch must hold whole groups and
     evaluation must use the training group size (else UserError).
-    The defaults grade, extract and compare the embedded world; pass `math_grade`, `math_extract`,
-    `math_same()` from powerflow.baselines.rewards for math benchmarks.
     """
     from trl import GRPOTrainer
 
@@ -90,12 +78,12 @@ def baseline_trainer(
         _require_columns(method, train_dataset, ("answer", "family"), "the accuracy reward grades against gold answers")
         if args.remove_unused_columns:
             raise UserError("the grpo baseline reads the answer and family columns: set remove_unused_columns=False.")
-        reward = accuracy_reward(grade)
+        reward = accuracy_reward(graders)
     else:
-        if extract is world_extract:
-            _require_columns(method, train_dataset, ("family",), "the world's answer extraction depends on the family")
+        if len(graders) > 1:
+            _require_columns(method, train_dataset, ("family",), "each family's answers are read by its own kind")
         _check_empo_groups(args)
-        reward = empo_reward(extract, same, args.num_generations, drop_max_entropy=drop_max_entropy)
+        reward = empo_reward(graders, args.num_generations, drop_max_entropy=drop_max_entropy)
     return GRPOTrainer(
         model=model, reward_funcs=[reward], args=args, train_dataset=train_dataset, processing_class=tokenizer,
         peft_config=peft_config, callbacks=callbacks,

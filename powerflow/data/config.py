@@ -53,6 +53,14 @@ class DataConfig:
                           "id, prompt, family, split, answer; an unmapped field uses the source column of "
                           "the same name when there is one."},
     )
+    answer_kind: str | dict[str, str] | None = field(
+        default=None,
+        metadata={"help": "How answers are graded (powerflow.eval.grading): one kind for every family (math, "
+                          "multiple_choice, multiple_choice_4, open_qa, none; world_integer / world_open on the "
+                          "world only), or {family: kind}. null infers it: the world's kinds for the world, else "
+                          "none without answers, open_qa for list answers, math otherwise. The prepared "
+                          "manifest records the kinds used."},
+    )
     default_family: str = field(
         default="reasoning", metadata={"help": "Family of every row when the source has no family column."}
     )
@@ -93,6 +101,7 @@ class DataConfig:
                 )
             if not isinstance(column, str) or not column.strip():
                 raise ConfigError(f"data.columns.{name} is empty: write the source column that holds the {name}.")
+        self._check_answer_kind()
         if not self.families or any(not isinstance(f, str) or not f.strip() for f in self.families):
             raise ConfigError(f"data.families={list(self.families)}: list one or more non-empty family names.")
         if len(set(self.families)) != len(self.families):
@@ -123,6 +132,27 @@ class DataConfig:
             )
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"data.limit={self.limit}: use a row count >= 1, or null to keep every row.")
+
+    def _check_answer_kind(self) -> None:
+        from powerflow.eval.grading import check_answer_kind
+
+        kinds = self.answer_kind
+        if kinds is None:
+            return
+        if isinstance(kinds, str):
+            check_answer_kind(kinds, "data.answer_kind")
+            return
+        if not isinstance(kinds, dict) or not kinds:
+            raise ConfigError(
+                f"data.answer_kind={kinds!r}: write one kind (e.g. math) or a mapping {{family: kind}}, or null to infer."
+            )
+        for family, kind in kinds.items():
+            if family not in self.families:
+                raise ConfigError(
+                    f"data.answer_kind.{family}: {family!r} is not in data.families {list(self.families)}: key the "
+                    "mapping by family."
+                )
+            check_answer_kind(kind, f"data.answer_kind.{family}")
 
     def _check_source(self) -> None:
         source = self.source.strip()

@@ -4,7 +4,9 @@ Output directory (a DVC stage output, replaced whole or not at all):
     prompts.jsonl   the training table, PROMPT_COLUMNS only, train and eval rows, source order
     answers.jsonl   ANSWER_COLUMNS, for evaluation only
     manifest.json   {"prompts_sha256", "answers_sha256", "rows": {split: {family: n}}, "source",
-                     "prompt_format", "validation": summary, "config": the data: section}
+                     "prompt_format", "answer_kinds": {family: kind}, "answer_kinds_from": how they
+                     were chosen (data.answer_kind or inferred), "validation": summary,
+                     "config": the data: section}
 The validation report goes beside it, <out_dir parent>/validation/<out_dir name>.json, so a
 failing table leaves its report and no prepared data (an earlier good out_dir stays as it was).
 The manifest holds no timestamps or machine paths: its hashes change only when the data does.
@@ -21,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from powerflow.errors import UserError
+from powerflow.data.answer_kinds import family_answer_kinds
 from powerflow.data.config import DataConfig
 from powerflow.data.schema import ANSWER_COLUMNS, PROMPT_COLUMNS, render_prompts, to_prompt_schema
 from powerflow.data.sources import load_source_table
@@ -63,14 +66,15 @@ def prepare_prompts(
 ) -> PreparedData:
     """Load, map, render and validate the prompts; write out_dir atomically. Raises before writing.
 
-    Raises DataSourceError (source/mapping), ConfigError (chat without a template) or
-    DataValidationError (failing expectations; the report is written, out_dir is not touched).
+    Raises DataSourceError (source/mapping), ConfigError (chat without a template), AnswerKindError
+    (an answer its family's kind cannot grade) or DataValidationError (failing expectations; the report is written, out_dir is not touched).
     """
     from powerflow.data.validation import validate_prompts  # imports great_expectations lazily
 
     out_dir, project_root = Path(out_dir), Path(project_root)
     report_path = Path(report_path) if report_path is not None else default_report_path(out_dir)
     prompts, answers = to_prompt_schema(load_source_table(cfg, project_root, world_rows), cfg)
+    kinds, kinds_from = family_answer_kinds(cfg, prompts, answers)
     table = render_prompts(prompts, tokenizer, cfg)[list(PROMPT_COLUMNS)]  # validate exactly what is written
     summary = validate_prompts(table, cfg, report_path)
     summary = summary | {"report": _display_path(report_path, project_root)}
@@ -83,6 +87,8 @@ def prepare_prompts(
             "rows": row_counts(table),
             "source": cfg.source,
             "prompt_format": cfg.prompt_format,
+            "answer_kinds": kinds,
+            "answer_kinds_from": kinds_from,
             "validation": summary,
             "config": dataclasses.asdict(cfg),
         }
@@ -115,6 +121,11 @@ def load_prepared(out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict
                 f"{out_dir / name} does not match its sha256 in {MANIFEST_FILE} (changed after prepare wrote it): "
                 "run `dvc repro prepare` (or `dvc checkout`) to restore it."
             )
+    if not isinstance(manifest.get("answer_kinds"), dict):
+        raise PreparedDataError(
+            f"{out_dir / MANIFEST_FILE} records no answer kinds (written before answers were graded by kind): run "
+            "`dvc repro prepare` to rewrite it."
+        )
     prompts["prompt_tokens"] = prompts["prompt_tokens"].astype("int64")
     return prompts, answers, manifest
 

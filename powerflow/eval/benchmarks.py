@@ -11,7 +11,8 @@ eval row contract of `powerflow.eval.evaluate` ({id, family, prompt, answer}) pl
     meta     subject/level (MATH500), category (MMLU-Pro), domain (GPQA), options and
              n_options (multiple choice), seed modifier (creative), "source", ...
 
-Benchmarks, their kind, and where they come from (`source`: a hub id for datasets.load_dataset,
+Benchmarks, their kind (the grading registry's answer kind: math, multiple_choice_4 for GPQA,
+multiple_choice for MMLU-Pro, none, open_qa), and where they come from (`source`: a hub id for datasets.load_dataset,
 or a local .jsonl/.json/.csv/.parquet file with the same fields; in a .csv file, list fields are
 JSON-encoded strings):
 
@@ -76,11 +77,16 @@ class BenchmarkError(UserError):
 
 @dataclass(frozen=True)
 class Benchmark:
-    """One benchmark's eval rows: each {id, family, prompt, answer, meta}; `kind` says how to grade them."""
+    """One benchmark's eval rows: each {id, family, prompt, answer, meta}.
+
+    kind: what the benchmark is (math, multiple_choice, open_qa, creative); answer_kind: the
+    registry's kind its rows are graded by (powerflow.eval.grading).
+    """
 
     name: str
     kind: str
     rows: list[dict]
+    answer_kind: str = "none"
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ class _Spec:
     """How one benchmark is found and read: its kind, hub location, required fields, row builder."""
 
     kind: str
+    answer_kind: str  # the grading registry's kind (powerflow.eval.grading)
     hub_id: str | None
     hub_config: str | None
     hub_split: str | None
@@ -129,7 +136,8 @@ def load_benchmark(
                 f"expected schema: {spec.schema}"
             )
     rows = spec.build(name, records, origin=origin, seed=seed, n_seeds=n_seeds)
-    return Benchmark(name=name, kind=spec.kind, rows=rows[:limit] if limit is not None else rows)
+    return Benchmark(name=name, kind=spec.kind, rows=rows[:limit] if limit is not None else rows,
+                     answer_kind=spec.answer_kind)
 
 
 def benchmark_names() -> tuple[str, ...]:
@@ -523,28 +531,28 @@ def _add_alias(group: list[str], group_keys: set[str], alias: str) -> None:
 
 _SPECS: dict[str, _Spec] = {
     "math500": _Spec(
-        kind="math", hub_id="HuggingFaceH4/MATH-500", hub_config=None, hub_split="test",
+        kind="math", answer_kind="math", hub_id="HuggingFaceH4/MATH-500", hub_config=None, hub_split="test",
         required=("problem", "answer", "subject", "level", "unique_id"),
         schema="records with problem, answer, subject, level, unique_id (solution optional), "
                "as HuggingFaceH4/MATH-500.",
         json_key_field="unique_id", build=_math500_rows,
     ),
     "gpqa_diamond": _Spec(
-        kind="multiple_choice", hub_id="Idavidrein/gpqa", hub_config="gpqa_diamond", hub_split="train",
+        kind="multiple_choice", answer_kind="multiple_choice_4", hub_id="Idavidrein/gpqa", hub_config="gpqa_diamond", hub_split="train",
         required=("Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"),
         schema="records with Question, Correct Answer, Incorrect Answer 1, Incorrect Answer 2, Incorrect Answer 3 "
                "(Record ID, High-level domain, Subdomain optional), as Idavidrein/gpqa gpqa_diamond.csv.",
         json_key_field="Record ID", build=_gpqa_rows,
     ),
     "mmlu_pro": _Spec(
-        kind="multiple_choice", hub_id="TIGER-Lab/MMLU-Pro", hub_config=None, hub_split="test",
+        kind="multiple_choice", answer_kind="multiple_choice", hub_id="TIGER-Lab/MMLU-Pro", hub_config=None, hub_split="test",
         required=("question_id", "question", "options", "answer", "category"),
         schema="records with question_id, question, options (list of 2-10 strings), answer (letter), category "
                "(answer_index, src optional), as TIGER-Lab/MMLU-Pro.",
         json_key_field="question_id", build=_mmlu_pro_rows,
     ),
     "creative_writing_v3": _Spec(
-        kind="creative", hub_id=None, hub_config=None, hub_split=None,
+        kind="creative", answer_kind="none", hub_id=None, hub_config=None, hub_split=None,
         required=("id", "writing_prompt", "seed_modifiers"),
         schema='a .json object {"<prompt id>": {"title", "category", "writing_prompt" (with <SEED>), '
                '"seed_modifiers": [...]}} as EQ-bench/creative-writing-bench data/creative_writing_prompts_v3.json, '
@@ -552,7 +560,7 @@ _SPECS: dict[str, _Spec] = {
         json_key_field="id", build=_creative_rows,
     ),
     "coverageqa": _Spec(
-        kind="open_qa", hub_id=None, hub_config=None, hub_split=None,
+        kind="open_qa", answer_kind="open_qa", hub_id=None, hub_config=None, hub_split=None,
         required=("question", "answers"),
         schema='a .json object {"<question>": {"answers": [[answer, alias, ...], ...], "category"}} as SimpleStrat '
                'data/CoverageQA.json, or .jsonl records {"id", "question", "answers": [[alias, alias], [answer2]]}.',

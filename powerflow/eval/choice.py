@@ -4,6 +4,7 @@
 - format_options   "(A) ...\\n(B) ..." for a prompt
 - extract_choice   the official MMLU-Pro extraction cascade, restricted to the options that exist
 - grade_choice     extract + compare -> `Grade`
+- ChoiceAnswers    the answer kinds multiple_choice (A-J) and multiple_choice_4 (A-D, GPQA)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import string
 from collections.abc import Sequence
 from functools import lru_cache
 
-from powerflow.eval.grading import Grade
+from powerflow.eval.grading import REASONING, AnswerKind, Grade
 
 # Letters name options; 26 is where the alphabet ends (MMLU-Pro uses up to 10, GPQA 4).
 MAX_OPTIONS = len(string.ascii_uppercase)
@@ -79,3 +80,26 @@ def grade_choice(completion: str, gold_letter: str, n_options: int) -> Grade:
         )
     extracted = extract_choice(completion, n_options)
     return Grade(valid=extracted is not None, correct=extracted == gold, extracted=extracted)
+
+
+class ChoiceAnswers(AnswerKind):
+    """A gold option letter (kinds multiple_choice: A-J, the MMLU-Pro cascade; multiple_choice_4:
+    A-D, GPQA, so the pronoun "I" is never read as option I). Letters compare as equal strings."""
+
+    scoring = REASONING
+
+    def __init__(self, n_options: int = 10) -> None:
+        self.n_options = n_options
+        self.name = "multiple_choice" if n_options == 10 else f"multiple_choice_{n_options}"
+
+    def extract(self, completion: str) -> str | None:
+        return extract_choice(completion, self.n_options)
+
+    def is_correct(self, extracted: str, answer) -> bool:
+        return extracted == str(answer).strip().upper()
+
+    def key_problem(self, answer) -> str | None:
+        letters = option_letters(self.n_options)
+        if not isinstance(answer, str) or answer.strip().upper() not in letters:
+            return f"{self.name} keys are one letter of {letters}, got {answer!r}"
+        return None

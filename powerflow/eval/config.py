@@ -5,16 +5,26 @@ Load with `powerflow.config.section_from_dict(EvalConfig, params["evaluate"], "e
 
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 
 from powerflow.errors import ConfigError
 
 # Generation backends `generate_completions` knows; "vllm" needs the gpu extra and a CUDA GPU.
 BACKENDS = ("transformers", "vllm")
-# Eval sets `evaluate.benchmarks` may name: the embedded world's eval split (from data/prepared),
-# then the loaders of powerflow.eval.benchmarks.
-BENCHMARKS = ("world", "math500", "gpqa_diamond", "mmlu_pro", "creative_writing_v3", "coverageqa")
+logger = logging.getLogger(__name__)
+
+# The prepared eval split of data.source (data/prepared), graded by the answer kinds its manifest
+# records; on the embedded world its families are reasoning and open_ended.
+PREPARED = "prepared"
+# Eval sets `evaluate.benchmarks` may name: the prepared eval split, then the loaders of
+# powerflow.eval.benchmarks.
+BENCHMARKS = (PREPARED, "math500", "gpqa_diamond", "mmlu_pro", "creative_writing_v3", "coverageqa")
+# Old name of the prepared split (params files before the answer-kind registry): read as
+# "prepared", with a deprecation note.
+DEPRECATED_BENCHMARKS = {"world": PREPARED}
 
 
 @dataclass(frozen=True)
@@ -42,9 +52,10 @@ class EvalConfig:
         default=5, metadata={"help": "Sampled completions kept per prompt in the samples table (greedy always kept)."}
     )
     benchmarks: tuple[str, ...] = field(
-        default=("world",),
-        metadata={"help": "Eval sets: world (the prepared eval split), math500, gpqa_diamond, mmlu_pro, "
-                          "creative_writing_v3, coverageqa."},
+        default=(PREPARED,),
+        metadata={"help": "Eval sets: prepared (the prepared eval split of data.source, graded by its answer "
+                          "kinds), math500, gpqa_diamond, mmlu_pro, creative_writing_v3, coverageqa. The old "
+                          "name world is read as prepared (deprecated)."},
     )
     sources: dict[str, str] = field(
         default_factory=dict,
@@ -97,15 +108,17 @@ class EvalConfig:
             raise ConfigError(
                 f"{section}.max_prompts_per_family={self.max_prompts_per_family}: use an integer >= 1, or null for all."
             )
+        object.__setattr__(self, "benchmarks", renamed_benchmarks(self.benchmarks, section))
         unknown = [b for b in self.benchmarks if b not in BENCHMARKS]
         if unknown or not self.benchmarks:
             raise ConfigError(
                 f"{section}.benchmarks={list(self.benchmarks)}: name at least one of {', '.join(BENCHMARKS)}."
             )
-        stray = [b for b in self.sources if b not in BENCHMARKS or b == "world"]
+        stray = [b for b in self.sources if b not in BENCHMARKS or b == PREPARED]
         if stray:
             raise ConfigError(
-                f"{section}.sources has {stray}: sources are keyed by a benchmark other than world "
+                f"{section}.sources has {stray}: sources are keyed by a benchmark other than prepared "
+                "(the prepared split's source is data.source) "
                 f"({', '.join(BENCHMARKS[1:])})."
             )
         if not (math.isfinite(self.math_timeout_s) and self.math_timeout_s > 0):
@@ -117,3 +130,19 @@ class EvalConfig:
             )
         if self.n_examples < 0:
             raise ConfigError(f"{section}.n_examples={self.n_examples}: use an integer >= 0 (0 keeps greedy only).")
+
+
+def renamed_benchmarks(names, section: str = "evaluate") -> tuple[str, ...]:
+    """`names` with deprecated benchmark names replaced (world → prepared), each once, in order."""
+    out: list[str] = []
+    for name in names:
+        new = DEPRECATED_BENCHMARKS.get(name)
+        if new is not None:
+            note = (f"{section}.benchmarks names {name!r}, the old name of {new!r} (the prepared eval split of "
+                    f"data.source): write {new!r}; {name!r} will stop working.")
+            warnings.warn(note, DeprecationWarning, stacklevel=3)
+            logger.warning(note)
+            name = new
+        if name not in out:
+            out.append(name)
+    return tuple(out)

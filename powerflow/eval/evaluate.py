@@ -19,9 +19,9 @@ Metric names are stable (the report, MLflow's compare view and DVC plots read th
 slash; every family also gets tokens_per_answer and seconds_per_answer:
 
     <family>/accuracy_greedy, accuracy_mean (avg@n), accuracy_mean_se, pass@k, maj@k,
-        validity, extraction_failures,
+        validity, extraction_failures, no_answer (the share the grader could not read an answer in),
         by_<key>/<group>/accuracy_mean, accuracy_mean_se, n_prompts     reasoning
-    <family>/validity (= precision: valid answers / all), validity_se, coverage, coverage_se,
+    <family>/validity (= precision: valid answers / all), validity_se, no_answer, coverage, coverage_se,
         kl_uniform, [kl_reference], quality, quality_se, + diversity     open_ended
     <family>/[quality, quality_se, judge_failures] + diversity            creative
     diversity: semantic_diversity(_se) when an embedder is given, distinct_1..distinct_4,
@@ -233,6 +233,7 @@ def reasoning_metrics(
         f"{family}/accuracy_mean_se": se,
         f"{family}/validity": validity,
         f"{family}/extraction_failures": 1.0 - validity,
+        f"{family}/no_answer": 1.0 - validity,
     }
     for k in pass_at_k_values(n_samples):
         out[f"{family}/pass@{k}"] = _mean(pass_at_k(n_samples, c, k) for c in correct_counts)
@@ -271,11 +272,14 @@ def slug(text: str) -> str:
 
 def answer_groups(answer: Any) -> list[list[str]]:
     """An open-ended answer key as alias groups: ["a", "b"] → [["a"], ["b"]]; groups stay groups."""
-    if isinstance(answer, str) or not isinstance(answer, (list, tuple)) or not answer:
+    from powerflow.eval.openended import alias_groups
+
+    groups = alias_groups(answer) if not isinstance(answer, str) else None
+    if groups is None:
         raise EvalDataError(
             f"open-ended answer key {answer!r}: give a non-empty list of valid answers or of alias groups."
         )
-    return [[str(a) for a in item] if isinstance(item, (list, tuple)) else [str(item)] for item in answer]
+    return groups
 
 
 def open_ended_metrics(family: str, rows: list[dict], sampled: list[list[dict]]) -> dict[str, float]:
@@ -309,6 +313,7 @@ def open_ended_metrics(family: str, rows: list[dict], sampled: list[list[dict]])
         per_prompt.append(open_qa_metrics(accepted, groups, reference_of(row, groups)))
     agg = aggregate_open_qa(per_prompt)
     out = {
+        f"{family}/no_answer": _mean(g["extracted"] is None for graded in sampled for g in graded),
         f"{family}/validity": agg["precision"],
         f"{family}/validity_se": agg["precision_se"],
         f"{family}/coverage": agg["coverage"],

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from types import TracebackType
 
-from powerflow.eval.grading import Grade
+from powerflow.eval.grading import REASONING, AnswerKind, Grade
 
 logger = logging.getLogger(__name__)
 
@@ -492,3 +492,35 @@ def grade_math(completion: str, gold: str, verifier: MathVerifier | None = None)
         return Grade(valid=False, correct=False, extracted=None)
     verifier = verifier if verifier is not None else _shared_verifier()
     return Grade(valid=True, correct=verifier.equivalent(extracted, gold), extracted=extracted)
+
+
+class MathAnswers(AnswerKind):
+    """Math answers (kind "math"): `extract_answer`, math-verify equivalence to the gold LaTeX.
+
+    verifier: a MathVerifier to ask (None: the shared one, started on first use). A completion or
+    gold answer math-verify cannot parse is not equivalent (wrong), never an exception; an item
+    that outlives the verifier's timeout is not equivalent either.
+    """
+
+    name = "math"
+    scoring = REASONING
+
+    def __init__(self, verifier: "MathVerifier | None" = None) -> None:
+        self.verifier = verifier
+
+    def _verifier(self) -> "MathVerifier":
+        return self.verifier if self.verifier is not None else _shared_verifier()
+
+    def extract(self, completion: str) -> str | None:
+        return extract_answer(completion)
+
+    def is_correct(self, extracted: str, answer) -> bool:
+        return self._verifier().equivalent(extracted, str(answer))
+
+    def same(self, representative: str, answer: str) -> bool:
+        return representative == answer or self._verifier().equivalent(answer, representative)
+
+    def key_problem(self, answer) -> str | None:
+        if answer is None or isinstance(answer, (list, tuple, dict)) or not str(answer).strip():
+            return f"math keys are one non-empty answer (LaTeX text), got {answer!r}"
+        return None

@@ -8,7 +8,8 @@ answer is valid when, after normalize_answer, it equals an alias of some group. 
     kl_uniform     KL(P̂ ‖ uniform over groups)                     (lower = spread more evenly)
     kl_reference   KL(P̂ ‖ R) for a supplied reference R over groups (lower = closer to R)
 
-aggregate_open_qa averages them over prompts; grade_open_qa is the grader for one completion.
+aggregate_open_qa averages them over prompts; grade_open_qa is the grader for one completion, and
+AliasGroupAnswers the answer kind open_qa of the grading registry.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from powerflow.eval.grading import Grade
+from powerflow.eval.grading import NO_ANSWER, OPEN_ENDED, AnswerKind, Grade
 from powerflow.eval.metrics import coverage, kl_to_uniform, mean_and_standard_error
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -204,3 +205,47 @@ def grade_open_qa(completion: str, groups: Sequence[Sequence[str]]) -> Grade:
 def canonical_answer(aliases: Sequence[str]) -> str:
     """The name a group is counted under: its first alias, normalised (the first that is not "")."""
     return next((key for key in map(normalize_answer, aliases) if key), "")
+
+
+def alias_groups(answer) -> list[list[str]] | None:
+    """An open-ended key as alias groups: ["a", "b"] → [["a"], ["b"]]; groups stay groups.
+
+    JSON text of a list (a dataset column's form) is decoded first. None when the key is not a
+    non-empty list.
+    """
+    if isinstance(answer, str):
+        import json
+
+        try:
+            answer = json.loads(answer)
+        except ValueError:
+            return None
+    if not isinstance(answer, (list, tuple)) or not answer:
+        return None
+    return [[str(a) for a in item] if isinstance(item, (list, tuple)) else [str(item)] for item in answer]
+
+
+class AliasGroupAnswers(AnswerKind):
+    """Open-ended answers with a key (kind open_qa): the normalised first line, valid when it is an
+    alias of one of the key's groups (`grade_open_qa`); two answers are the same when equal after
+    `normalize_answer`."""
+
+    name = "open_qa"
+    scoring = OPEN_ENDED
+
+    def extract(self, completion: str) -> str | None:
+        return normalize_answer(first_answer_line(completion)) or None
+
+    def grade(self, answer, completion: str) -> Grade:
+        groups = alias_groups(answer)
+        if groups is None:
+            return NO_ANSWER
+        return grade_open_qa(completion, groups)
+
+    def same(self, representative: str, answer: str) -> bool:
+        return normalize_answer(representative) == normalize_answer(answer)
+
+    def key_problem(self, answer) -> str | None:
+        if alias_groups(answer) is None:
+            return f"open_qa keys are non-empty lists of valid answers (or of alias groups), got {answer!r}"
+        return None

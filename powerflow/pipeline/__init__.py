@@ -60,7 +60,7 @@ _HOME: dict[str, str] = {
     "training_rows": "train", "training_summary": "train", "training_workdir": "train", "unfinished_run": "train",
     "checkpoint_alpha": "evaluate", "evaluate_checkpoint": "evaluate", "evaluate_inference_method": "evaluate",
     "evaluate_member": "evaluate", "evaluate_registered": "evaluate", "evaluate_target": "evaluate",
-    "evaluation_rows": "evaluate", "evaluation_settings": "evaluate", "generation_model": "evaluate",
+    "evaluation_rows": "evaluate", "prepared_split": "evaluate", "evaluation_settings": "evaluate", "generation_model": "evaluate",
     "method_sampler": "evaluate", "policy_diagnostics_of": "evaluate", "record_evaluation": "evaluate",
     "trained_checkpoint": "evaluate", "world_exact_metrics": "evaluate", "write_not_applicable": "evaluate",
     "write_run_plots": "evaluate",

@@ -23,11 +23,23 @@ from powerflow.pipeline.loading import base_model_source, load_causal_lm, load_t
 from powerflow.pipeline.runs import run_tags, sweep_parent, tracking_experiment, training_run_id
 
 
+def prepared_split(cfg: PipelineConfig):
+    """The prepared eval split: its rows with answers and each family's answer kind (the manifest's)."""
+    from powerflow.eval.suite import PreparedSplit
+
+    rows, manifest = _evaluation_rows_and_manifest(cfg)
+    return PreparedSplit(rows=rows, answer_kinds=dict(manifest["answer_kinds"]))
+
+
 def evaluation_rows(cfg: PipelineConfig) -> list[dict]:
     """Eval-split prompts joined with their answer keys (the only place answers are read)."""
+    return _evaluation_rows_and_manifest(cfg)[0]
+
+
+def _evaluation_rows_and_manifest(cfg: PipelineConfig) -> tuple[list[dict], dict]:
     from powerflow.data import load_prepared
 
-    prompts, answers, _ = load_prepared(require_input(layout_of(cfg).prepared, "prepare"))
+    prompts, answers, manifest = load_prepared(require_input(layout_of(cfg).prepared, "prepare"))
     rows = prompts[prompts["split"] == "eval"].merge(answers[["id", "answer"]], on="id", how="left")
     out = []
     for r in rows.to_dict("records"):
@@ -36,7 +48,7 @@ def evaluation_rows(cfg: PipelineConfig) -> list[dict]:
     if not out:
         raise UserError("no eval prompts in data/prepared: set data.eval_fraction > 0 or give the source a split "
                         "column.")
-    return out
+    return out, manifest
 
 
 def evaluate_target(cfg: PipelineConfig, name: str, progress: bool = True) -> dict:
@@ -161,12 +173,13 @@ def evaluate_checkpoint(cfg: PipelineConfig, source: str, out_dir: Path, progres
     `provenance`: extra keys for settings.json (the evaluated checkpoint's checkpoint_sha256).
     """
     from powerflow.eval import evaluate_model
-    from powerflow.eval.suite import WORLD, eval_suite
+    from powerflow.eval.config import PREPARED
+    from powerflow.eval.suite import eval_suite
 
     ecfg = cfg.evaluate
-    world_rows = evaluation_rows(cfg) if WORLD in ecfg.benchmarks else None
+    prepared = prepared_split(cfg) if PREPARED in ecfg.benchmarks else None
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
-    with eval_suite(ecfg, world_rows, cfg.project_root) as suite:
+    with eval_suite(ecfg, prepared, cfg.project_root) as suite:
         generator = generation_model(cfg, source)
         scoring = replace(suite.scoring, sampler=sampler) if sampler is not None else suite.scoring
         metrics, samples = evaluate_model(generator, tokenizer, suite.rows, suite.grade, ecfg, progress=progress,
@@ -218,10 +231,10 @@ def world_exact_metrics(cfg: PipelineConfig, source: str, tokenizer, alpha: floa
       with kl_target = KL(p_α ‖ π) there and mass = π's mass on the support.
     exact/accuracy_ratio: the sampled reasoning avg@n over the exact p^α accuracy.
     """
-    from powerflow.eval.suite import WORLD
+    from powerflow.eval.config import PREPARED
     from powerflow.world import oracle
 
-    if not cfg.model.is_world or WORLD not in cfg.evaluate.benchmarks:
+    if not (cfg.model.is_world and cfg.data.is_world) or PREPARED not in cfg.evaluate.benchmarks:
         return {}
     n = cfg.evaluate.n_samples
     base = load_causal_lm(base_model_source(cfg), cfg.model.trust_remote_code)

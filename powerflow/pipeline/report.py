@@ -61,19 +61,24 @@ def write_sweep_report(cfg: PipelineConfig, orchestration: list[str] = ()) -> di
     and alpha_means.csv (one row per (α, objective): the seed means), the last two DVC plots.
 
     summary.json: "best" (the runs the aliases point at), "best_groups" (the (α, objective) they were
-    chosen from by seed mean), "groups" (per (α, objective): seeds, runs, and per metric the mean
-    over seeds and its se, across seeds with ≥ 2 seeds, per prompt with one), "runs" (every run).
+    chosen from by seed mean), "select_on" (the eval family each was chosen on: report.select_on /
+    select_diversity_on, or the first that ran), "groups" (per (α, objective): seeds, runs, and per
+    metric the mean over seeds and its se, across seeds with ≥ 2 seeds, per prompt with one), "runs"
+    (every run). The title is report.title, or when null built from sweep.name and model.name_or_path.
     """
-    from powerflow.report.document import write_report
+    from powerflow.report.document import sweep_title, write_report
 
     runs, histories = collect_runs(cfg)
     lay = layout_of(cfg)
+    title = cfg.report.title or sweep_title(cfg.sweep.name, cfg.model.name_or_path)
     with atomic_directory(lay.report) as tmp:
-        result = write_report(runs, histories, tmp, title=cfg.report.title, notes=list(orchestration),
-                              min_validity=cfg.report.min_validity)
+        result = write_report(runs, histories, tmp, title=title, notes=list(orchestration),
+                              min_validity=cfg.report.min_validity, select_on=cfg.report.select_on,
+                              select_diversity_on=cfg.report.select_diversity_on)
         summary = {r["name"]: {k: v for k, v in r["metrics"].items() if isinstance(v, (int, float))} for r in runs}
         write_json_atomic({"best": result["best"], "best_groups": result["best_groups"],
-                           "groups": groups_summary(result["groups"]), "runs": summary}, tmp / "summary.json")
+                           "select_on": result["select_on"], "groups": groups_summary(result["groups"]),
+                           "runs": summary}, tmp / "summary.json")
         write_alpha_metrics_csv(runs, tmp / "alpha_metrics.csv")
         write_alpha_means_csv(result["groups"], tmp / "alpha_means.csv")
     return {"best": result["best"], "report": str(lay.report / "report.md")}

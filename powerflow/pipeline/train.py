@@ -321,19 +321,20 @@ def save_gathered_policy(cfg: PipelineConfig, trainer, tokenizer, lora: bool, st
                 shutil.copy2(staging / extra, tmp / extra)
 
 
-def training_rows(cfg: PipelineConfig) -> list[dict]:
-    """Training prompts joined with their answer keys and families: for GRPO's gold-answer reward,
-    the one training method that reads answers."""
+def training_rows(cfg: PipelineConfig) -> tuple[list[dict], dict[str, str]]:
+    """Training prompts joined with their answer keys and families, and each family's answer kind
+    (the prepared manifest's): for GRPO's gold-answer reward, the one training method that reads
+    answers, and for EMPO's answer clustering."""
     from powerflow.data import load_prepared
 
-    prompts, answers, _ = load_prepared(require_input(layout_of(cfg).prepared, "prepare"))
+    prompts, answers, manifest = load_prepared(require_input(layout_of(cfg).prepared, "prepare"))
     rows = prompts[(prompts["split"] == "train") & prompts["family"].isin(cfg.train.families)]
     rows = rows.merge(answers[["id", "answer"]], on="id", how="left")
     out = []
     for r in rows.to_dict("records"):
-        answer = json.loads(r["answer"]) if isinstance(r["answer"], str) else r["answer"]
+        answer = json.loads(r["answer"]) if isinstance(r["answer"], str) else None
         out.append({"prompt": r["prompt"], "answer": answer, "family": r["family"]})
-    return out
+    return out, dict(manifest["answer_kinds"])
 
 
 def train_baseline(cfg: PipelineConfig, method: str, run_id: str | None = None) -> dict:
@@ -344,13 +345,14 @@ def train_baseline(cfg: PipelineConfig, method: str, run_id: str | None = None) 
 
     from powerflow import distributed
     from powerflow.baselines.trainers import baseline_trainer, recipe
+    from powerflow.eval.grading import family_graders
 
     method = check_baseline(method)
     if distributed.launches(cfg):  # train.accelerate_config: this step runs on the config's ranks
         return train_on_ranks(cfg, distributed.rank_arguments(method=method, run_id=run_id),
                               layout_of(cfg).train_outputs(method) / "metrics.json")
     _prompts, manifest = training_prompts(cfg)
-    rows = training_rows(cfg)
+    rows, answer_kinds = training_rows(cfg)
     if method == "grpo":  # answers are JSON strings so lists (open-ended keys) fit one column type
         columns = {"prompt": [r["prompt"] for r in rows], "answer": [json.dumps(r["answer"]) for r in rows],
                    "family": [r["family"] for r in rows]}
@@ -362,15 +364,16 @@ def train_baseline(cfg: PipelineConfig, method: str, run_id: str | None = None) 
     args = GRPOConfig(beta=0.0, mask_truncated_completions=True,
                       **shared_training_arguments(cfg, layout_of(cfg).train_workdir(method)))
 
-    def build(model, tokenizer, peft_config, callbacks):  # the world's grader and answer extraction
-        return baseline_trainer(method, model, tokenizer, Dataset.from_dict(columns), args,
-                                peft_config=peft_config, callbacks=callbacks)
+    with family_graders(answer_kinds, cfg.evaluate.math_timeout_s) as graders:
+        def build(model, tokenizer, peft_config, callbacks):  # graded by each family's answer kind
+            return baseline_trainer(method, model, tokenizer, Dataset.from_dict(columns), args, graders,
+                                    peft_config=peft_config, callbacks=callbacks)
 
-    summary = fit_and_save(cfg, method, build, run_params(cfg, None, None, method), run_id)
+        summary = fit_and_save(cfg, method, build, run_params(cfg, None, None, method), run_id)
     summary.update({"method": method, "prompts_sha256": manifest.get("prompts_sha256")})
     out = layout_of(cfg).train_outputs(method)
     if distributed.is_main_rank():
-        write_json_atomic(recipe(method, args), out / "recipe.json")
+        write_json_atomic(recipe(method, args, answer_kinds=answer_kinds), out / "recipe.json")
         write_json_atomic(summary, out / "metrics.json")
     return summary
 

@@ -12,14 +12,21 @@ metric the mean over seeds x̄ and its standard error across seeds s/√N (s: st
 is the spread a rerun with new seeds would show (`seed_mean_se`, `aggregate_seeds`). A single
 seed has no across-seed spread: its row keeps the per-prompt standard error of its evaluation.
 
+Families: a metric's prefix before '/' is its eval family (reasoning, open_ended on the embedded
+world; math500, mmlu_pro, coverageqa, creative_writing_v3 ... on benchmarks), and a family's kind is
+read off its metrics (`family_kind`): answer-keyed with `<family>/accuracy_mean`, open-ended with
+`<family>/coverage`, creative otherwise. The headline and methods tables give a block of columns per
+family that ran, by its kind (`KIND_COLUMNS`).
+
 Best runs, the rule the report states: among trained runs (the base model only when there are
-none), best reasoning = highest reasoning/accuracy_mean (avg@n); best diversity = highest
-open_ended/coverage among runs whose open_ended/validity ≥ min_validity (0.8 by default),
-so a run that buys coverage with invalid answers does not win. With several seeds the rule is
-applied to the groups' seed means, and the run chosen (the one the registry alias points at) is
-the group's median-seed run by that metric (the lower median for an even count; for diversity
-among its seeds that keep the validity, when any does): a typical policy of the best setting, not
-its luckiest seed. Ties go to the run listed first (lower α). matplotlib is imported lazily and
+none), best reasoning = highest `<select_on>/accuracy_mean` (avg@n; report.select_on, by default
+the first answer-keyed family that ran); best diversity = highest `<family>/coverage` on the first
+open-ended family (report.select_diversity_on) among runs whose `<family>/validity` ≥ min_validity
+(0.8 by default), so a run that buys coverage with invalid answers does not win; no family of the
+kind, no best run of that role. With several seeds the rule is applied to the groups' seed means,
+and the run chosen (the one the registry alias points at) is the group's median-seed run by that
+metric (the lower median for an even count; for diversity among its seeds that keep the validity,
+when any does): a typical policy of the best setting, not its luckiest seed. Ties go to the run listed first (lower α). matplotlib is imported lazily and
 draws on the Agg canvas (no display, no pyplot state).
 
 Modules, one job each: `values` (metric names, formatting, labels), `seeds` (mean ± se across
@@ -34,8 +41,9 @@ from powerflow.lazy import lazy_exports
 
 # Where each public name lives (module of this package).
 _HOME: dict[str, str] = {
-    "ACCURACY": "values", "COVERAGE": "values", "DEFAULT_MIN_VALIDITY": "values", "VALIDITY": "values",
-    "base_label": "values", "candidates": "values", "check_runs": "values", "families_of": "values",
+    "ANSWER_KEYED": "values", "CREATIVE": "values", "DEFAULT_MIN_VALIDITY": "values", "OPEN_ENDED": "values",
+    "base_label": "values", "candidates": "values", "check_runs": "values", "families_in": "values",
+    "families_of": "values", "family_kind": "values", "family_of": "values",
     "alpha_cell": "values", "family_value": "values", "finite": "values", "fmt": "values", "fmt_se": "values",
     "is_scalar": "values", "method_label": "values", "metric_value": "values", "nan_to_zero": "values",
     "not_applicable_reason": "values",
@@ -43,14 +51,18 @@ _HOME: dict[str, str] = {
     "aggregate_seeds": "seeds", "group_key": "seeds", "seed_mean_rows": "seeds", "seed_mean_runs": "seeds",
     "seed_mean_se": "seeds", "several_seeds": "seeds",
     "DIAGNOSTIC_COLUMNS": "tables", "EXACT_COLUMNS": "tables", "EXACT_POLICY": "tables", "EXACT_TARGET": "tables",
-    "FAMILY_COLUMNS": "tables", "diagnostics_table_markdown": "tables", "exact_distance_table_markdown": "tables",
-    "exact_target_rows": "tables", "family_tables_markdown": "tables", "headline_rows": "tables",
+    "FAMILY_COLUMNS": "tables", "KIND_COLUMNS": "tables", "ROW_SUFFIXES": "tables", "ROW_TOTALS": "tables",
+    "diagnostics_table_markdown": "tables", "exact_distance_table_markdown": "tables",
+    "exact_target_rows": "tables", "family_cells": "tables", "family_columns": "tables",
+    "family_tables_markdown": "tables", "headline_rows": "tables",
     "headline_table_markdown": "tables", "methods_table_markdown": "tables", "runs_table": "tables",
+    "ALIAS_ROLES": "findings", "alias_families": "findings", "alias_family": "findings",
     "best_choices": "findings", "best_groups": "findings", "best_runs": "findings", "method_findings": "findings",
     "sweep_findings": "findings",
     "ALPHA_PLOTS": "plots", "history_metrics": "plots", "plot_diversity_vs_quality": "plots",
     "plot_metric_vs_alpha": "plots", "plot_pass_at_k": "plots", "plot_training_curves": "plots",
-    "seeds_note": "document", "write_report": "document",
+    "headline_legend": "document", "rule_text": "document", "seeds_note": "document", "sweep_title": "document",
+    "write_report": "document",
 }
 __all__ = sorted(_HOME)
 __getattr__, __dir__ = lazy_exports(__name__, _HOME)

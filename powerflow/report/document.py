@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from powerflow.io import atomic_directory, write_text_atomic
-from powerflow.report.findings import best_groups, best_runs, method_findings, sweep_findings
+from powerflow.report.findings import alias_families, best_groups, best_runs, method_findings, sweep_findings
 from powerflow.report.plots import (
     ALPHA_PLOTS, history_metrics, plot_diversity_vs_quality, plot_metric_vs_alpha, plot_pass_at_k,
     plot_training_curves,
@@ -18,8 +18,16 @@ from powerflow.report.tables import (
     headline_table_markdown, methods_table_markdown, runs_table,
 )
 from powerflow.report.values import (
-    DEFAULT_MIN_VALIDITY, alpha_cell, families_of, finite, fmt, is_scalar, pass_at_ks, slug,
+    ANSWER_KEYED, CREATIVE, DEFAULT_MIN_VALIDITY, OPEN_ENDED, alpha_cell, families_in, families_of, family_kind,
+    finite, fmt, is_scalar, pass_at_ks, slug,
 )
+from powerflow.sections import WORLD_MODEL
+
+
+def sweep_title(sweep: str, model: str) -> str:
+    """The report's title when report.title is null, from the sweep and the base model:
+    "powerflow α sweep `default` on the embedded world", or "... on Qwen/Qwen2.5-0.5B"."""
+    return f"powerflow α sweep `{sweep}` on {'the embedded world' if model == WORLD_MODEL else model}"
 
 
 def write_report(
@@ -31,18 +39,26 @@ def write_report(
     notes: Sequence[str] = (),
     min_validity: float = DEFAULT_MIN_VALIDITY,
     training_metrics: Sequence[str] | None = None,
+    select_on: str | None = None,
+    select_diversity_on: str | None = None,
 ) -> dict[str, Any]:
     """Write out_dir/report.md and out_dir/plots/*.png; return their paths and the best runs.
 
     The plots directory is replaced whole (no stale plots survive) and report.md is written after
     it, both atomically. training_metrics: the history keys to plot (default: every numeric key
-    but "step"). Returns {"report": Path, "plots": [Path], "best": {"reasoning", "diversity"} (run
-    names), "best_groups" (the (α, objective) groups they were chosen from), "groups"
-    (`aggregate_seeds`)}. With several seeds the plots against α draw each group's seed mean ± its
-    se across seeds (`seed_mean_runs`) instead of one point per seed.
+    but "step"). select_on / select_diversity_on: the families the best runs are chosen on (None:
+    the first answer-keyed / open-ended family that ran; `alias_family`); a family that did not run
+    is a ConfigError, raised before anything is written. Returns {"report": Path, "plots": [Path],
+    "best": {"reasoning", "diversity"} (run names), "best_groups" (the (α, objective) groups they
+    were chosen from), "select_on": {"reasoning", "diversity"} (the families they were chosen on,
+    None where no family of the kind ran), "groups" (`aggregate_seeds`)}. With several seeds the
+    plots against α draw each group's seed mean ± its se across seeds (`seed_mean_runs`) instead of
+    one point per seed.
     """
     out_dir = Path(out_dir)
     rows = runs_table(runs)
+    families = alias_families(rows, select_on, select_diversity_on)
+    chosen_on = {"select_on": families["reasoning"], "select_diversity_on": families["diversity"]}
     groups = aggregate_seeds(runs)
     multi_seed = any(g["n_seeds"] > 1 for g in groups)
     if multi_seed:  # one point per (α, objective): the seed mean; the base model and baselines as they are
@@ -78,12 +94,12 @@ def write_report(
                 name = f"training_{slug(metric)}.png"
                 plot_training_curves(histories, metric, tmp / name)
                 names.append((name, f"training: {metric}"))
-    best = best_runs(rows, min_validity)
-    text = _report_markdown(title, rows, runs, sweep_findings(rows, min_validity), names, notes,
-                            min_validity, groups)
+    best = best_runs(rows, min_validity, **chosen_on)
+    text = _report_markdown(title, rows, runs, sweep_findings(rows, min_validity, **chosen_on), names, notes,
+                            min_validity, groups, families)
     report = write_text_atomic(text, out_dir / "report.md")
     return {"report": report, "plots": [plot_dir / name for name, _ in names], "best": best,
-            "best_groups": best_groups(rows, min_validity), "groups": groups}
+            "best_groups": best_groups(rows, min_validity, **chosen_on), "select_on": families, "groups": groups}
 
 
 def seeds_note(groups: list[dict]) -> str:
@@ -98,29 +114,20 @@ def seeds_note(groups: list[dict]) -> str:
             "std(ddof=1)/√N, the spread a rerun with other seeds would show.\n")
 
 
-def _report_markdown(title, rows, runs, findings, plots, notes, min_validity, groups=()) -> str:
+def _report_markdown(title, rows, runs, findings, plots, notes, min_validity, groups=(), families=None) -> str:
     multi_seed = any(g["n_seeds"] > 1 for g in groups)
     headline = headline_rows(runs)
-    rule_seeds = (" With several seeds the rule compares the (α, objective) seed means, and the run chosen is "
-                  "that group's median-seed run by the same metric (the lower median for an even count)."
-                  if multi_seed else "")
-    parts = [f"# {title}\n", "## Headline\n", headline_table_markdown(headline),
-             ("Reasoning accuracy: greedy decoding, and avg@n (mean over prompts of the fraction of n samples that "
-              "are correct) ± its standard error over prompts. Coverage: fraction of each open-ended prompt's valid "
-              "answers that appear among its samples, averaged over prompts. Validity: fraction of open-ended "
-              "samples that are valid answers. KL to uniform: KL(empirical valid answers ‖ uniform over the valid "
-              "set), nats. Tokens/answer: mean sampled completion length (EOS included).\n"),
+    families = families or alias_families(rows)
+    parts = [f"# {title}\n", "## Headline\n", headline_table_markdown(headline), headline_legend(headline),
              seeds_note(list(groups)),
-             "## What the sweep shows\n", *[f"- {f}" for f in findings], "",
-             (f"Rule: best reasoning = highest avg@n among trained runs; best diversity = highest coverage among "
-              f"trained runs with open-ended validity ≥ {min_validity:g}.{rule_seeds} Differences are given in "
-              "units of √(se_run² + se_base²).\n")]
+             "## What the sweep shows\n", *[f"- {f}" for f in findings], "", rule_text(families, min_validity,
+                                                                                      multi_seed)]
     if any(r.get("method") not in (None, "base", "power_flow") for r in runs):
         parts += ["## Methods side by side\n", methods_table_markdown(runs),
                   "Every method uses the same base model, prompts, evaluation and training budget. Inference "
                   "tokens count every token a method generated per answer (MCMC's rejected proposals included); "
                   "greedy accuracy of an inference-time method is the base model's.\n",
-                  *[f"- {f}" for f in method_findings(runs)], ""]
+                  *[f"- {f}" for f in method_findings(runs, families["reasoning"])], ""]
     parts += [exact_distance_table_markdown(runs), family_tables_markdown(runs), diagnostics_table_markdown(runs)]
     if plots:
         parts += ["## Plots\n", *[f"![{caption}](plots/{name})\n" for name, caption in plots]]
@@ -128,6 +135,50 @@ def _report_markdown(title, rows, runs, findings, plots, notes, min_validity, gr
     if notes:
         parts += ["## Notes\n", *[f"- {n}" for n in notes], ""]
     return "\n".join(parts).rstrip() + "\n"
+
+
+# What the headline's columns mean, per kind of family that ran (`family_kind`).
+_LEGEND = {
+    ANSWER_KEYED: ("Answer-keyed families ({families}): acc greedy is the accuracy of greedy decoding; avg@n the mean "
+                   "over prompts of the fraction of n samples that are correct, ± its standard error over prompts; "
+                   "pass@k the chance that one of k samples is correct; no answer the share of answers the grader "
+                   "could not read."),
+    OPEN_ENDED: ("Open-ended families ({families}): coverage is the fraction of each prompt's valid answers that "
+                 "appear among its samples, averaged over prompts; validity the fraction of samples that are valid "
+                 "answers; diversity the semantic diversity of the samples (distinct-2 without an embedder); "
+                 "quality its score, ± se over prompts; KL to uniform KL(empirical valid answers ‖ uniform over the "
+                 "valid set), nats."),
+    CREATIVE: ("Creative families ({families}): diversity is the semantic diversity of the samples (distinct-2 "
+               "without an embedder); quality the judge's rubric score in [0, 1], ± se over prompts."),
+}
+
+
+def headline_legend(rows: list[dict]) -> str:
+    """What the headline table's columns mean: a sentence per kind of family among `rows`, the exact
+    p_base^α rows when there are some, and tokens per answer."""
+    families = families_in(rows)
+    kinds = {kind: [f for f in families if family_kind(rows, f) == kind] for kind in _LEGEND}
+    parts = [_LEGEND[kind].format(families=", ".join(names)) for kind, names in kinds.items() if names]
+    if any(r.get("exact") for r in rows):
+        parts.append("A p_base^α (exact) row is the target itself on the embedded world (powerflow.world.oracle): "
+                     "what a policy that samples p_base^α exactly would score.")
+    parts.append("Tokens/answer: mean sampled completion length (EOS included), over every family.")
+    return " ".join(parts) + "\n"
+
+
+def rule_text(families: dict[str, str | None], min_validity: float, multi_seed: bool = False) -> str:
+    """The best-run rule as the report states it, naming the family each alias is chosen on
+    (`alias_families`), or saying why an alias has no run."""
+    reasoning, diversity = families["reasoning"], families["diversity"]
+    parts = [f"best reasoning = highest {reasoning} avg@n among trained runs" if reasoning else
+             "best reasoning: none, no answer-keyed family ran (report.select_on names one)",
+             f"best diversity = highest {diversity} coverage among trained runs with {diversity} validity "
+             f"≥ {min_validity:g}" if diversity else
+             "best diversity: none, no open-ended family ran (report.select_diversity_on names one)"]
+    seeds = (" With several seeds the rule compares the (α, objective) seed means, and the run chosen is "
+             "that group's median-seed run by the same metric (the lower median for an even count)."
+             if multi_seed else "")
+    return f"Rule: {'; '.join(parts)}.{seeds} Differences are given in units of √(se_run² + se_base²).\n"
 
 
 def _runs_markdown(rows: list[dict], runs: list[dict]) -> str:

@@ -74,17 +74,13 @@ def several_seeds(runs: list[dict]) -> bool:
     return any(g["n_seeds"] > 1 for g in aggregate_seeds(runs))
 
 
-# Row fields of `runs_table` that are a run's own per-prompt standard errors.
-_ROW_SE = {"accuracy_mean_se": "accuracy_mean", "coverage_se": "coverage"}
-_ROW_NUMBERS = ("accuracy_greedy", "accuracy_mean", "pass_at_max_k", "coverage", "validity", "kl_uniform",
-                "tokens_per_answer")
-
-
 def seed_mean_rows(rows: list[dict]) -> list[dict]:
     """One row per group of `rows` (runs_table rows of trained runs), in first-seen order.
 
-    Numbers are means over the group's runs; accuracy_mean_se and coverage_se are the se across
-    seeds (`seed_mean_se`), or the run's own per-prompt se when the group has one run.
+    Every number of the rows, the fields named like metrics ("<family>/<suffix>", cost/..., train/...),
+    is the mean over the group's runs; a `<field>_se` beside its `<field>` (accuracy_mean_se, coverage_se,
+    quality_se of every family) is the se across seeds (`seed_mean_se`), or the run's own per-prompt se
+    when the group has one run; a family's max_k is kept when its runs agree on it, else None.
     """
     groups: dict[str, list[dict]] = {}
     for row in candidates(rows):
@@ -95,11 +91,14 @@ def seed_mean_rows(rows: list[dict]) -> list[dict]:
         row = {"name": f"{key} (mean over {n} seeds)" if n > 1 else key, "alpha": members[0]["alpha"],
                "objective": members[0]["objective"], "group": key, "seed_mean": True, "n_seeds": n,
                "members": [m["name"] for m in members], "registered": None, "seed": None,
-               "n_samples": members[0].get("n_samples"),
-               "max_k": members[0]["max_k"] if len({m["max_k"] for m in members}) == 1 else None}
-        for field in _ROW_NUMBERS:
-            row[field] = seed_mean_se([m[field] for m in members])[0]
-        for se_field, field in _ROW_SE.items():
-            row[se_field] = seed_mean_se([m[field] for m in members])[1] if n > 1 else members[0][se_field]
+               "n_samples": members[0].get("n_samples")}
+        for field in (f for f in members[0] if "/" in f):
+            values = [m.get(field) for m in members]
+            if field.endswith("/max_k"):
+                row[field] = values[0] if len(set(values)) == 1 else None
+            elif field.endswith("_se") and field[:-3] in members[0]:
+                row[field] = seed_mean_se([m[field[:-3]] for m in members])[1] if n > 1 else values[0]
+            else:
+                row[field] = seed_mean_se(values)[0]
         out.append(row)
     return out

@@ -6,15 +6,15 @@ import math
 
 from powerflow.report.seeds import group_key, seed_mean_rows, seed_mean_se
 from powerflow.report.values import (
-    ACCURACY, COVERAGE, VALIDITY, alpha_cell, check_runs, families_of, family_value, finite, fmt, fmt_se,
-    method_label, metric_value, not_applicable_reason, pass_at_ks, row_order,
+    ANSWER_KEYED, CREATIVE, OPEN_ENDED, alpha_cell, check_runs, families_in, families_of, family_kind, family_value,
+    finite, fmt, fmt_se, method_label, metric_value, not_applicable_reason, pass_at_ks, row_order,
 )
 
 
 # Per-family columns of the benchmark tables, in this order, when some run has them: (suffix, header).
 FAMILY_COLUMNS = (
     ("accuracy_greedy", "acc greedy"), ("accuracy_mean", "avg@n ± se"), ("pass@max", "pass@n"),
-    ("maj@max", "maj@n"), ("extraction_failures", "no answer"), ("validity", "validity"),
+    ("maj@max", "maj@n"), ("no_answer", "no answer"), ("validity", "validity"),
     ("coverage", "coverage ± se"), ("kl_uniform", "KL unif"), ("kl_reference", "KL ref"),
     ("semantic_diversity", "semantic div ± se"), ("distinct_1", "distinct-1"), ("distinct_2", "distinct-2"),
     ("rouge_l", "ROUGE-L"),
@@ -39,33 +39,32 @@ def headline_rows(runs: list[dict]) -> list[dict]:
 # Exact targets on the embedded world (pipeline.world_exact_metrics, powerflow.world.oracle).
 EXACT_TARGET = "exact/target/"
 EXACT_POLICY = "exact/policy/"
+# Numbers of the oracle's p_base^α per family (exact/target/<family>/<name>), beside the row key they fill.
+_EXACT_ROW = (("accuracy", "accuracy_mean"), ("coverage", "coverage"), ("validity", "validity"),
+              ("kl_uniform", "kl_uniform"))
 
 
 def exact_target_rows(runs: list[dict]) -> list[dict]:
     """One headline row "p_base^α (exact)" per α whose runs carry the world oracle's numbers.
 
-    Its cells are p_base^α itself, renormalised on the world's support: accuracy and pass@n exact,
-    coverage and KL to uniform the expectations for n samples (what a perfect policy would score),
-    no greedy decoding and no length (the table's tokens/answer mixes families).
+    Its cells are p_base^α itself, renormalised on the world's support, keyed like `runs_table`'s:
+    per family accuracy and pass@n exact, coverage and KL to uniform the expectations for n samples
+    (what a perfect policy would score), no greedy decoding and no length (tokens/answer mixes families).
     """
     rows: dict[float, dict] = {}
     for run in runs:
         m, alpha = run.get("metrics") or {}, run.get("alpha")
-        if alpha is None or alpha in rows or not finite(m.get(f"{EXACT_TARGET}reasoning/accuracy")):
+        target = {k[len(EXACT_TARGET):]: v for k, v in m.items() if k.startswith(EXACT_TARGET)}
+        if alpha is None or alpha in rows or not any(finite(v) for v in target.values()):
             continue
-        max_k = max(pass_at_ks({k[len(EXACT_TARGET):]: v for k, v in m.items() if k.startswith(EXACT_TARGET)}),
-                    default=None)
-        rows[alpha] = {
-            "name": f"p_base^{alpha:g} (exact)", "alpha": alpha, "objective": "exact", "seed": None, "group": None,
-            "exact": True, "n_samples": m.get("eval/n_samples"), "accuracy_greedy": math.nan,
-            "accuracy_mean": metric_value(m, f"{EXACT_TARGET}reasoning/accuracy"), "accuracy_mean_se": math.nan,
-            "max_k": max_k,
-            "pass_at_max_k": metric_value(m, f"{EXACT_TARGET}reasoning/pass@{max_k}") if max_k else math.nan,
-            "coverage": metric_value(m, f"{EXACT_TARGET}open_ended/coverage"), "coverage_se": math.nan,
-            "validity": metric_value(m, f"{EXACT_TARGET}open_ended/validity"),
-            "kl_uniform": metric_value(m, f"{EXACT_TARGET}open_ended/kl_uniform"), "tokens_per_answer": math.nan,
-            "registered": None,
-        }
+        row = {"name": f"p_base^{alpha:g} (exact)", "alpha": alpha, "objective": "exact", "seed": None, "group": None,
+               "exact": True, "n_samples": m.get("eval/n_samples"), "registered": None}
+        for family in families_in([target]):
+            max_k = max(pass_at_ks(target, family), default=None)
+            row |= {f"{family}/{key}": metric_value(target, f"{family}/{name}") for name, key in _EXACT_ROW}
+            row |= {f"{family}/max_k": max_k,
+                    f"{family}/pass@max": metric_value(target, f"{family}/pass@{max_k}") if max_k else math.nan}
+        rows[alpha] = row
     return list(rows.values())
 
 
@@ -115,95 +114,141 @@ def exact_distance_table_markdown(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Per family, the numbers a headline or methods-table row keeps (`family_value` suffixes; NaN where a run
+# lacks one), under "<family>/<suffix>", beside "<family>/max_k" (the largest k of its pass@k, or None).
+ROW_SUFFIXES = ("accuracy_greedy", "accuracy_mean", "accuracy_mean_se", "pass@max", "no_answer", "coverage",
+                "coverage_se", "validity", "semantic_diversity", "distinct_2", "quality", "quality_se", "kl_uniform")
+# A row's run-wide numbers, under their metric names (train/seconds from the training summary).
+ROW_TOTALS = ("cost/tokens_per_answer", "cost/inference_tokens_per_answer")
+# The block of columns a family gets in the headline and methods tables, per kind (`family_kind`), in this
+# order: (suffix, header). "diversity" is the family's semantic diversity where some row has it, else distinct-2.
+KIND_COLUMNS = {
+    ANSWER_KEYED: (("accuracy_greedy", "acc greedy"), ("accuracy_mean", "avg@n ± se"), ("pass@max", "pass@n"),
+                   ("no_answer", "no answer")),
+    OPEN_ENDED: (("coverage", "coverage ± se"), ("validity", "validity"), ("diversity", "diversity"),
+                 ("quality", "quality ± se"), ("kl_uniform", "KL to uniform")),
+    CREATIVE: (("diversity", "diversity"), ("quality", "quality ± se")),
+}
+
+
 def runs_table(runs: list[dict]) -> list[dict]:
     """One row per run with the headline columns, the base model first, then by α and objective.
 
-    Missing metrics are NaN; max_k is the largest k with a reasoning/pass@k metric (None if none).
+    Per family that ran (`families_of`) the ROW_SUFFIXES numbers and max_k, keyed "<family>/<suffix>";
+    ROW_TOTALS and train/seconds. Missing metrics are NaN, a family without pass@k has max_k None.
     """
     check_runs(runs)
-    rows = []
-    for run in runs:
-        m = run.get("metrics") or {}
-        max_k = max(pass_at_ks(m), default=None)
-        rows.append({
-            "name": run["name"],
-            "alpha": run.get("alpha"),
-            "objective": run.get("objective") or "",
-            "seed": run.get("seed"),
-            "group": run.get("group"),
-            "method": run.get("method"),
-            "method_alpha": run.get("method_alpha"),
-            "not_applicable": not_applicable_reason(run),
-            "n_samples": m.get("eval/n_samples"),
-            "accuracy_greedy": metric_value(m, "reasoning/accuracy_greedy"),
-            "accuracy_mean": metric_value(m, ACCURACY),
-            "accuracy_mean_se": metric_value(m, f"{ACCURACY}_se"),
-            "max_k": max_k,
-            "pass_at_max_k": metric_value(m, f"reasoning/pass@{max_k}") if max_k else math.nan,
-            "coverage": metric_value(m, COVERAGE),
-            "coverage_se": metric_value(m, f"{COVERAGE}_se"),
-            "validity": metric_value(m, VALIDITY),
-            "kl_uniform": metric_value(m, "open_ended/kl_uniform"),
-            "tokens_per_answer": metric_value(m, "cost/tokens_per_answer"),
-            "registered": run.get("registered"),
-        })
-    return sorted(rows, key=row_order)
+    families = families_of(runs)
+    return sorted((_run_row(run, families) for run in runs), key=row_order)
+
+
+def _run_row(run: dict, families: list[str]) -> dict:
+    m = run.get("metrics") or {}
+    row = {"name": run["name"], "alpha": run.get("alpha"), "objective": run.get("objective") or "",
+           "seed": run.get("seed"), "group": run.get("group"), "method": run.get("method"),
+           "method_alpha": run.get("method_alpha"), "not_applicable": not_applicable_reason(run),
+           "n_samples": m.get("eval/n_samples"), "registered": run.get("registered")}
+    for family in families:
+        row |= {f"{family}/{suffix}": family_value(run, family, suffix) for suffix in ROW_SUFFIXES}
+        row[f"{family}/max_k"] = max(pass_at_ks(m, family), default=None)
+    row |= {key: metric_value(m, key) for key in ROW_TOTALS}
+    row["train/seconds"] = metric_value(run.get("train") or {}, "train/seconds")
+    return row
+
+
+def family_columns(rows: list[dict]) -> list[tuple[str, str, bool]]:
+    """The family blocks of the headline and methods tables: (row key, header, k in the cell) per column.
+
+    One block per family of the rows, in the order the families ran, its columns by the family's
+    kind (KIND_COLUMNS); a column only where some row has a number for it. Headers carry the family
+    (math500 avg@16 ± se); pass@n names its k when every row has the same largest k, else each cell does.
+    """
+    columns = []
+    for family in families_in(rows):
+        for suffix, header in KIND_COLUMNS[family_kind(rows, family)]:
+            if suffix == "diversity":
+                suffix, header = _diversity_column(rows, family)
+            key = f"{family}/{suffix}"
+            if not any(finite(r.get(key)) for r in rows):
+                continue
+            ks = sorted({r[f"{family}/max_k"] for r in rows if r.get(f"{family}/max_k")})
+            if suffix == "pass@max" and len(ks) == 1:
+                header = f"pass@{ks[0]}"
+            elif suffix == "pass@max":
+                header = "pass@k (max k)"
+            elif suffix == "accuracy_mean":
+                ns = sorted({int(r["n_samples"]) for r in rows if r.get("n_samples")})
+                header = f"avg@{ns[0]} ± se" if len(ns) == 1 else header
+            columns.append((key, f"{family} {header}", suffix == "pass@max" and len(ks) > 1))
+    return columns
+
+
+def _diversity_column(rows: list[dict], family: str) -> tuple[str, str]:
+    """A family's diversity column: semantic diversity where some row has it, else distinct-2."""
+    if any(finite(r.get(f"{family}/semantic_diversity")) for r in rows):
+        return "semantic_diversity", "semantic diversity"
+    return "distinct_2", "distinct-2"
+
+
+def family_cells(row: dict, columns: list[tuple[str, str, bool]]) -> list[str]:
+    """A row's cells of `family_columns`: value ± its se where the row has `<key>_se`, pass@n with (k=…)."""
+    cells = []
+    for key, _, with_k in columns:
+        if key.endswith("/pass@max"):
+            k = row.get(key.replace("/pass@max", "/max_k"))
+            cells.append(fmt(row.get(key)) + (f" (k={k})" if with_k and k else ""))
+        else:
+            cells.append(fmt_se(row.get(key), row.get(f"{key}_se")))
+    return cells
 
 
 def headline_table_markdown(rows: list[dict]) -> str:
-    """The headline table as Markdown: one line per run of `runs_table`."""
-    ks = sorted({r["max_k"] for r in rows if r["max_k"]})
-    ns = sorted({int(r["n_samples"]) for r in rows if r["n_samples"]})
-    one_k = len(ks) == 1
-    pass_header = f"pass@{ks[0]}" if one_k else "pass@k (max k)"
-    mean_header = f"avg@{ns[0]} ± se" if len(ns) == 1 else "avg@n ± se"
-    header = ["run", "α", "objective", "reasoning acc (greedy)", f"reasoning acc ({mean_header})", pass_header,
-              "open-ended coverage ± se", "open-ended validity", "KL to uniform", "tokens/answer"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    """The headline table as Markdown: one line per row (`headline_rows`, or `runs_table`), a block of
+    columns per family (`family_columns`), then tokens per answer."""
+    columns = family_columns(rows)
+    header = ["run", "α", "objective"] + [h for _, h, _ in columns] + ["tokens/answer"]
+    lines = [_markdown_row(header), "|" + "---|" * len(header)]
     for r in rows:
+        cells = [r["name"], alpha_cell(r), r["objective"] or "–"]
         if r.get("not_applicable"):
-            cells = [r["name"], alpha_cell(r), r["objective"] or "–", f"not applicable: {r['not_applicable']}"]
-            lines.append("| " + " | ".join(cells + [""] * (len(header) - len(cells))) + " |")
+            lines.append(_not_applicable_row(cells, r["not_applicable"], len(header)))
             continue
-        pass_cell = fmt(r["pass_at_max_k"])
-        if not one_k and r["max_k"]:
-            pass_cell += f" (k={r['max_k']})"
-        cells = [r["name"], alpha_cell(r), r["objective"] or "–", fmt(r["accuracy_greedy"]),
-                 fmt_se(r["accuracy_mean"], r["accuracy_mean_se"]), pass_cell,
-                 fmt_se(r["coverage"], r["coverage_se"]), fmt(r["validity"]), fmt(r["kl_uniform"]),
-                 fmt(r["tokens_per_answer"], 1)]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(_markdown_row(cells + family_cells(r, columns) + [fmt(r.get("cost/tokens_per_answer"), 1)]))
     return "\n".join(lines) + "\n"
 
 
-def methods_table_markdown(runs: list[dict], family: str = "reasoning", diversity_family: str = "open_ended") -> str:
-    """Every method side by side on one world: accuracy, diversity, validity, cost, training time.
+def methods_table_markdown(runs: list[dict]) -> str:
+    """Every method side by side on the same benchmarks: accuracy, diversity, validity, cost, training time.
 
-    Columns: pass@1 greedy, avg@n ± se, pass@k at the largest k (reasoning family); semantic
-    diversity and validity (open-ended family); tokens per answer (answer length) and inference
-    tokens per answer (every token generated, MCMC's rejected proposals included); training seconds.
-    A run marked not applicable (eval/applicable = 0) says so instead of printing numbers.
+    Columns: the headline's block per family (`family_columns`); tokens per answer (answer length),
+    inference tokens per answer (every token generated, MCMC's rejected proposals included), both
+    over every family (cost/); training seconds. A run marked not applicable (eval/applicable = 0)
+    says so instead of printing numbers.
     """
-    header = ["method", "run", "greedy", "avg@n ± se", "pass@k (max k)", "semantic diversity", "validity",
-              "tokens/answer", "inference tokens/answer", "training s"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for run in _methods_order(runs):
-        m = run.get("metrics") or {}
-        reason = not_applicable_reason(run)
-        if reason is not None:
-            lines.append(f"| {method_label(run)} | {run['name']} | not applicable: {reason} |"
-                         + " |" * (len(header) - 3))
+    rows = runs_table(runs)
+    columns = family_columns(rows)
+    header = ["method", "run"] + [h for _, h, _ in columns] + ["tokens/answer", "inference tokens/answer",
+                                                                "training s"]
+    lines = [_markdown_row(header), "|" + "---|" * len(header)]
+    for row in _methods_order(rows):
+        cells = [method_label(row), row["name"]]
+        if row.get("not_applicable"):
+            lines.append(_not_applicable_row(cells, row["not_applicable"], len(header)))
             continue
-        ks = pass_at_ks(m, family)
-        seconds = (run.get("train") or {}).get("train/seconds")
-        cells = [method_label(run), run["name"], fmt(m.get(f"{family}/accuracy_greedy")),
-                 fmt_se(m.get(f"{family}/accuracy_mean"), m.get(f"{family}/accuracy_mean_se")),
-                 f"{fmt(m.get(f'{family}/pass@{max(ks)}'))} (k={max(ks)})" if ks else "–",
-                 fmt(m.get(f"{diversity_family}/semantic_diversity")), fmt(m.get(f"{diversity_family}/validity")),
-                 fmt(m.get(f"{family}/tokens_per_answer"), 1), fmt(m.get(f"{family}/inference_tokens_per_answer"), 1),
-                 fmt(seconds, 0)]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(_markdown_row(cells + family_cells(row, columns) + [
+            fmt(row["cost/tokens_per_answer"], 1), fmt(row["cost/inference_tokens_per_answer"], 1),
+            fmt(row["train/seconds"], 0)]))
     return "\n".join(lines) + "\n"
+
+
+def _markdown_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _not_applicable_row(cells: list[str], reason: str, width: int) -> str:
+    """A table line that says why a run has no numbers, padded to the table's width."""
+    cells = cells + [f"not applicable: {reason}"]
+    return _markdown_row(cells + [""] * (width - len(cells)))
 
 
 def _methods_order(runs: list[dict]) -> list[dict]:

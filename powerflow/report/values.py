@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from typing import Any
 
 
-ACCURACY = "reasoning/accuracy_mean"
-COVERAGE = "open_ended/coverage"
-VALIDITY = "open_ended/validity"
+# A family's kind, read off the metrics it has (`family_kind`): answer-keyed (an accuracy against a gold
+# answer: MATH500, GPQA, MMLU-Pro, the world's reasoning), open-ended (coverage of a set of valid answers:
+# CoverageQA, the world's open-ended), creative (diversity and a judge's quality only).
+ANSWER_KEYED, OPEN_ENDED, CREATIVE = "answer_keyed", "open_ended", "creative"
 DEFAULT_MIN_VALIDITY = 0.8  # below it a run's open-ended answers are too often invalid to call diverse
 _PASS_AT = re.compile(r"^(?P<family>[^/]+)/pass@(?P<k>\d+)$")
-# Metric prefixes that are not eval families.
-_NOT_FAMILIES = {"cost", "eval", "diag", "registered", "sampler", "exact"}
+# Metric prefixes that are not eval families (train/: a training summary's numbers, in a table row).
+_NOT_FAMILIES = {"cost", "eval", "diag", "registered", "sampler", "exact", "train"}
 
 
 def method_label(run: dict) -> str:
@@ -32,8 +34,11 @@ def method_label(run: dict) -> str:
 
 
 def family_value(run: dict, family: str, suffix: str) -> float:
-    """A family's metric for a table cell: pass@max / maj@max pick the largest k; a derived cost ratio."""
+    """A family's metric for a table cell: pass@max / maj@max pick the largest k; no_answer falls back
+    on extraction_failures (the same share, under its older name); a derived cost ratio."""
     m = run.get("metrics") or {}
+    if suffix == "no_answer" and f"{family}/no_answer" not in m:
+        return metric_value(m, f"{family}/extraction_failures")
     if suffix in ("pass@max", "maj@max"):
         ks = pass_at_ks(m, family)
         return metric_value(m, f"{family}/{suffix[:-4]}@{max(ks)}") if ks else math.nan
@@ -75,13 +80,28 @@ def pass_at_ks(metrics: dict, family: str = "reasoning") -> list[int]:
 
 def families_of(runs: list[dict]) -> list[str]:
     """Eval families in the runs' metrics (the prefix before '/'), in first-seen order."""
-    seen: dict[str, None] = {}
-    for run in runs:
-        for key in run.get("metrics") or {}:
-            prefix = key.split("/", 1)[0]
-            if "/" in key and prefix not in _NOT_FAMILIES:
-                seen.setdefault(prefix, None)
-    return list(seen)
+    return families_in(run.get("metrics") or {} for run in runs)
+
+
+def families_in(records: Iterable[dict]) -> list[str]:
+    """Eval families among the keys of metrics dicts (or of table rows, keyed the same way), first-seen order."""
+    return list(dict.fromkeys(family for record in records for key in record if (family := family_of(key))))
+
+
+def family_of(key: str) -> str | None:
+    """The eval family a metric name belongs to (math500 for math500/pass@4); None for the non-family
+    prefixes (cost/, eval/, diag/, registered/, sampler/, exact/, train/) and for names without '/'."""
+    prefix, slash, _ = key.partition("/")
+    return prefix if slash and prefix not in _NOT_FAMILIES else None
+
+
+def family_kind(records: Iterable[dict], family: str) -> str:
+    """What kind of family `family` is, read off the metrics some record (a metrics dict or a table row)
+    has: ANSWER_KEYED with `<family>/accuracy_mean`, OPEN_ENDED with `<family>/coverage`, else CREATIVE."""
+    keys = {key for record in records for key, value in record.items() if finite(value)}
+    if f"{family}/accuracy_mean" in keys:
+        return ANSWER_KEYED
+    return OPEN_ENDED if f"{family}/coverage" in keys else CREATIVE
 
 
 def metric_value(metrics: dict, key: str) -> float:

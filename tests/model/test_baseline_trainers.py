@@ -9,7 +9,6 @@ import torch
 from datasets import Dataset
 from trl import GRPOConfig
 
-from powerflow.baselines.rewards import world_same
 from powerflow.baselines.trainers import (
     BASELINES,
     BaselineDataError,
@@ -17,7 +16,7 @@ from powerflow.baselines.trainers import (
     recipe,
 )
 from powerflow.config import UserError
-from powerflow.eval.grading import Grade
+from powerflow.eval.grading import AnswerKind, answer_kind
 from powerflow.world.enumerable import random_base
 
 GROUP = 4  # samples per prompt
@@ -27,26 +26,32 @@ PROMPTS = ("d", "b")
 GOLD = "c"
 
 
-def first_letter(family, completion: str):
+class FirstLetter(AnswerKind):
     """The answer of an enumerable completion: its first letter; None for an empty one (EOS first).
 
-    family "distinct" makes every answer unique, so such a group's answers all differ.
+    distinct=True makes every answer unique, so such a group's answers all differ.
     """
-    words = completion.split()
-    if not words:
-        return None
-    if family == "distinct":
-        first_letter.calls += 1
-        return f"{words[0]}-{first_letter.calls}"
-    return words[0]
+
+    name, scoring = "first_letter", "reasoning"
+    calls = 0
+
+    def __init__(self, distinct: bool = False):
+        self.distinct = distinct
+
+    def extract(self, completion: str):
+        words = completion.split()
+        if not words:
+            return None
+        if self.distinct:
+            FirstLetter.calls += 1
+            return f"{words[0]}-{FirstLetter.calls}"
+        return words[0]
+
+    def is_correct(self, extracted: str, answer) -> bool:
+        return extracted == answer
 
 
-first_letter.calls = 0
-
-
-def letter_grade(family, answer, completion: str) -> Grade:
-    extracted = first_letter(family, completion)
-    return Grade(valid=extracted is not None, correct=extracted == answer, extracted=extracted)
+LETTERS = {"letters": FirstLetter(), "distinct": FirstLetter(distinct=True)}
 
 
 def config(tmp_path, **overrides) -> GRPOConfig:
@@ -70,8 +75,7 @@ def dataset(with_answers: bool = True, family: str = "letters") -> Dataset:
 def trainer_for(method, tmp_path, data=None, **overrides):
     model, tokenizer = random_base(seed=0)
     data = data if data is not None else dataset()
-    return baseline_trainer(method, model, tokenizer, data, config(tmp_path, **overrides),
-                            grade=letter_grade, extract=first_letter, same=world_same)
+    return baseline_trainer(method, model, tokenizer, data, config(tmp_path, **overrides), LETTERS)
 
 
 def weights(trainer):
@@ -95,7 +99,7 @@ def test_training_logs_the_reward_and_moves_the_weights(tmp_path, method):
 
 
 def test_grpo_on_the_embedded_world_defaults_with_lora(tmp_path):
-    """The default grader (world JSON answer keys) through TRL with a LoRA adapter: base weights frozen."""
+    """The world's open-ended kind (JSON answer keys) through TRL with a LoRA adapter: base weights frozen."""
     from peft import LoraConfig
 
     model, tokenizer = random_base(seed=1)  # one-letter answers: after "a" b or c (0.36, 0.41), after "b" a or b
@@ -103,7 +107,7 @@ def test_grpo_on_the_embedded_world_defaults_with_lora(tmp_path):
                               "answer": ['["c", "d"]', '["a"]'] * 4})
     trainer = baseline_trainer("grpo", model, tokenizer, data,
                                config(tmp_path, max_steps=2, learning_rate=5e-2, max_completion_length=1),
-                               peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
+                               {"open_ended": answer_kind("world_open")}, peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
     before = weights(trainer)
     trainer.train()
     after = weights(trainer)
@@ -143,25 +147,22 @@ def test_a_dropped_empo_group_gets_zero_advantage_and_is_left_out_of_the_reward_
 def test_grpo_without_an_answer_column_is_refused(tmp_path):
     model, tokenizer = random_base(seed=0)
     with pytest.raises(BaselineDataError, match="answer") as err:
-        baseline_trainer("grpo", model, tokenizer, dataset(with_answers=False), config(tmp_path),
-                         grade=letter_grade, extract=first_letter, same=world_same)
+        baseline_trainer("grpo", model, tokenizer, dataset(with_answers=False), config(tmp_path), LETTERS)
     assert isinstance(err.value, UserError)
 
 
 def test_empo_needs_no_answers_but_whole_groups(tmp_path):
     model, tokenizer = random_base(seed=0)
-    trainer = baseline_trainer("empo", model, tokenizer, dataset(with_answers=False), config(tmp_path),
-                               extract=first_letter, same=world_same)
+    trainer = baseline_trainer("empo", model, tokenizer, dataset(with_answers=False), config(tmp_path), LETTERS)
     assert trainer.reward_func_names == ["semantic_entropy"]
     with pytest.raises(BaselineDataError, match="family"):
-        baseline_trainer("empo", model, tokenizer, Dataset.from_dict({"prompt": ["a"] * 8}), config(tmp_path))
+        baseline_trainer("empo", model, tokenizer, Dataset.from_dict({"prompt": ["a"] * 8}), config(tmp_path), LETTERS)
     split_groups = config(tmp_path, per_device_train_batch_size=6, generation_batch_size=12)
     split_groups.steps_per_generation = 1  # as GRPOConfig resolves it on 2 processes: 6 samples each, 1.5 groups
     with pytest.raises(UserError, match="multiple of num_generations"):
-        baseline_trainer("empo", model, tokenizer, dataset(), split_groups, extract=first_letter, same=world_same)
+        baseline_trainer("empo", model, tokenizer, dataset(), split_groups, LETTERS)
     with pytest.raises(UserError, match="num_generations_eval"):
-        baseline_trainer("empo", model, tokenizer, dataset(), config(tmp_path, num_generations_eval=2),
-                         extract=first_letter, same=world_same)
+        baseline_trainer("empo", model, tokenizer, dataset(), config(tmp_path, num_generations_eval=2), LETTERS)
 
 
 def test_recipe_records_the_settings(tmp_path):

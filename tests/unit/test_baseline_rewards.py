@@ -1,5 +1,6 @@
 """Baseline rewards by hand: GRPO accuracy, EMPO clustering, semantic entropy, frequencies, dropping."""
 
+import json
 import math
 
 import pytest
@@ -11,13 +12,13 @@ from powerflow.baselines.rewards import (
     cluster_frequency_rewards,
     empo_reward,
     empo_rewards,
-    math_extract,
     semantic_entropy,
-    world_extract,
-    world_grade,
-    world_same,
 )
 from powerflow.config import UserError
+from powerflow.eval.grading import AnswerKind, answer_kind, family_graders
+
+WORLD = {"reasoning": answer_kind("world_integer"), "open_ended": answer_kind("world_open")}
+world_same = WORLD["open_ended"].same
 
 
 def same_parity(a: str, b: str) -> bool:
@@ -25,14 +26,22 @@ def same_parity(a: str, b: str) -> bool:
     return int(a) % 2 == int(b) % 2
 
 
-def first_word(family, completion: str):
-    words = completion.split()
-    return words[0] if words else None
+class FirstWord(AnswerKind):
+    """A toy kind: the first word is the answer, exact match."""
+
+    name, scoring = "first_word", "reasoning"
+
+    def extract(self, completion: str):
+        words = completion.split()
+        return words[0] if words else None
+
+
+FIRST_WORD = {"q": FirstWord()}
 
 
 # ------------------------------------------------------------------------------ accuracy
 def test_accuracy_reward_grades_each_completion_against_its_own_answer():
-    reward = accuracy_reward(world_grade)
+    reward = accuracy_reward(WORLD)
     assert reward.__name__ == "accuracy"
     completions = ["work 3 + 4 = 7 , answer 7", "guess answer 9", "apple", "stone", "no format"]
     answers = ['"7"', '"7"', '["apple", "apples"]', '["apple"]', '"7"']
@@ -43,17 +52,33 @@ def test_accuracy_reward_grades_each_completion_against_its_own_answer():
 
 
 def test_accuracy_reward_reads_conversational_completions():
-    reward = accuracy_reward(world_grade)
+    reward = accuracy_reward(WORLD)
     completions = [[{"role": "assistant", "content": "answer 12"}], [{"role": "assistant", "content": "answer 13"}]]
     rewards = reward(prompts=["q", "q"], completions=completions, answer=["12", "12"], family=["reasoning"] * 2)
     assert rewards == [1.0, 0.0]
 
 
-def test_world_grade_takes_json_or_plain_answer_keys():
-    assert world_grade("reasoning", '"10"', "answer 10").correct
-    assert world_grade("reasoning", "10", "answer 10").correct
-    assert world_grade("open_ended", ["Banana"], "banana.").correct
-    assert not world_grade("open_ended", '["banana"]', "kiwi").correct
+def test_world_kinds_take_json_or_plain_answer_keys():
+    assert WORLD["reasoning"].grade('"10"', "answer 10").correct
+    assert WORLD["reasoning"].grade("10", "answer 10").correct
+    assert WORLD["open_ended"].grade(["Banana"], "banana.").correct
+    assert not WORLD["open_ended"].grade('["banana"]', "kiwi").correct
+
+
+def test_accuracy_reward_grades_math_answers_with_math_verify():
+    completions = [r"so \boxed{\frac{28}{6}}", r"\boxed{(0,9)\cup(9,36)}", r"\boxed{4210_5}", "no box", r"\boxed{3}"]
+    # as the training dataset's answer column holds them: JSON text
+    answers = [json.dumps(a) for a in ("\\frac{14}{3}", "(0,9) \\cup (9,36)", "4210_{5}", "2", "\\text{(C)}")]
+    with family_graders({"reasoning": "math"}) as graders:
+        rewards = accuracy_reward(graders)(prompts=["q"] * 5, completions=completions, answer=answers,
+                                           family=["reasoning"] * 5)
+    assert rewards[:4] == [1.0, 1.0, 1.0, 0.0]
+    assert rewards[4] == 0.0
+
+
+def test_a_family_without_an_answer_kind_is_one_clear_error():
+    with pytest.raises(UserError, match="no answer kind for family 'poetry'"):
+        accuracy_reward(WORLD)(prompts=["q"], completions=["x"], answer=['"1"'], family=["poetry"])
 
 
 # ---------------------------------------------------------------------------- clustering
@@ -121,7 +146,7 @@ def test_a_unanimous_group_is_kept_with_equal_rewards():
 
 # --------------------------------------------------------------------- EMPO reward function
 def test_empo_reward_splits_consecutive_groups_and_ignores_gold_answers():
-    reward = empo_reward(first_word, world_same, num_generations=4)
+    reward = empo_reward(FIRST_WORD, num_generations=4)
     assert reward.__name__ == "semantic_entropy"
     prompts = ["p"] * 4 + ["q"] * 4
     completions = ["a x", "a y", "b", "", "a", "b", "c", "d"]
@@ -135,16 +160,24 @@ def test_empo_reward_splits_consecutive_groups_and_ignores_gold_answers():
     assert metrics["empo/dropped_fraction"] == 0.5
 
 
-def test_empo_reward_passes_each_completions_family_to_the_extractor():
-    reward = empo_reward(world_extract, world_same, num_generations=2)
+def test_empo_reward_reads_each_completion_by_its_familys_kind():
+    reward = empo_reward(WORLD, num_generations=2)
     completions = ["work 1 + 2 = 3 , answer 3", "guess answer 3", "Apple", "the apple."]
     rewards = reward(prompts=["r", "r", "o", "o"], completions=completions,
                      family=["reasoning", "reasoning", "open_ended", "open_ended"])
     assert rewards == [1.0, 1.0, 1.0, 1.0]
 
 
+def test_empo_clusters_math_answers_by_equivalence():
+    with family_graders({"reasoning": "math"}) as graders:
+        reward = empo_reward(graders, num_generations=4)
+        completions = [r"\boxed{\frac{1}{2}}", r"\boxed{0.5}", r"\boxed{1/2}", r"\boxed{3}"]
+        rewards = reward(prompts=["p"] * 4, completions=completions)  # no family column: the only kind
+    assert rewards == [0.75, 0.75, 0.75, 0.25]
+
+
 def test_empo_reward_refuses_completions_that_are_not_whole_groups():
-    reward = empo_reward(first_word, world_same, num_generations=4)
+    reward = empo_reward(FIRST_WORD, num_generations=4)
     with pytest.raises(GroupLayoutError, match="multiple of num_generations") as err:
         reward(prompts=["p"] * 6, completions=["a"] * 6)
     assert isinstance(err.value, UserError)
@@ -152,15 +185,13 @@ def test_empo_reward_refuses_completions_that_are_not_whole_groups():
         reward(prompts=["p", "p", "q", "q"], completions=["a"] * 4)
 
 
-def test_world_extract_reads_each_family():
-    assert world_extract("reasoning", "work 2 + 2 = 4 , answer 04") == "4"
-    assert world_extract("reasoning", "guess") is None
-    assert world_extract("open_ended", " The Banana!</s>") == "banana"
-    assert world_extract("open_ended", "</s>") is None
-    with pytest.raises(ValueError, match="unknown world prompt family"):
-        world_extract("poetry", "x")
+def test_world_kinds_extract_each_family():
+    assert WORLD["reasoning"].extract("work 2 + 2 = 4 , answer 04") == "4"
+    assert WORLD["reasoning"].extract("guess") is None
+    assert WORLD["open_ended"].extract(" The Banana!</s>") == "banana"
+    assert WORLD["open_ended"].extract("</s>") is None
 
 
-def test_math_extract_takes_the_last_box():
-    assert math_extract(None, r"so \boxed{2} then \boxed{\frac{1}{2}}") == r"\frac{1}{2}"
-    assert math_extract(None, "no answer here") is None
+def test_math_kind_extracts_the_last_box():
+    assert answer_kind("math").extract(r"so \boxed{2} then \boxed{\frac{1}{2}}") == r"\frac{1}{2}"
+    assert answer_kind("math").extract("no answer here") is None

@@ -57,10 +57,14 @@ def test_runs_table_puts_base_first_then_alpha_ascending():
     rows = runs_table(hand_runs())
     assert [r["name"] for r in rows] == ["base", "alpha-0.25", "alpha-0.5", "alpha-2", "alpha-4"]
     top = rows[-1]
-    assert (top["accuracy_mean"], top["accuracy_mean_se"], top["max_k"], top["pass_at_max_k"]) == (
-        0.612, 0.031, 4, pytest.approx(0.762))
-    assert top["tokens_per_answer"] == 14.2
-    assert math.isnan(runs_table([{"name": "x", "alpha": 1.0, "metrics": {}}])[0]["coverage"])
+    assert (top["reasoning/accuracy_mean"], top["reasoning/accuracy_mean_se"], top["reasoning/max_k"],
+            top["reasoning/pass@max"]) == (0.612, 0.031, 4, pytest.approx(0.762))
+    assert top["cost/tokens_per_answer"] == 14.2
+    assert (top["open_ended/coverage"], top["open_ended/validity"], top["open_ended/kl_uniform"]) == (0.30, 0.97, 1.10)
+    # a family one run lacks: NaN in its row
+    sparse = runs_table([{"name": "x", "alpha": 1.0, "metrics": {}},
+                         {"name": "y", "alpha": 2.0, "metrics": {"open_ended/coverage": 0.5}}])
+    assert math.isnan(sparse[0]["open_ended/coverage"]) and sparse[1]["open_ended/coverage"] == 0.5
 
 
 def test_best_runs_follow_the_validity_rule():
@@ -76,7 +80,9 @@ def test_headline_table_holds_the_values():
     table = headline_table_markdown(runs_table(hand_runs()))
     lines = table.strip().splitlines()
     assert len(lines) == 2 + 5
-    assert "pass@4" in lines[0] and "avg@4 ± se" in lines[0]
+    # one block per family, headers carrying the family; the world's columns, in the old order
+    assert lines[0] == ("| run | α | objective | reasoning acc greedy | reasoning avg@4 ± se | reasoning pass@4 | "
+                        "open_ended coverage ± se | open_ended validity | open_ended KL to uniform | tokens/answer |")
     base_line = lines[2]
     assert base_line.startswith("| base | – |")
     assert "0.450 ± 0.030" in base_line and "0.400 ± 0.020" in base_line and "15.0" in base_line
@@ -131,7 +137,7 @@ def test_write_report_says_when_no_run_keeps_validity(tmp_path):
     out = write_report(hand_runs(), {}, tmp_path, title="t", min_validity=0.99)
     assert out["best"]["diversity"] is None
     text = out["report"].read_text()
-    assert "No run keeps open-ended validity ≥ 0.99" in text and "alpha-0.25" in text
+    assert "No run keeps open_ended validity ≥ 0.99" in text and "alpha-0.25" in text
 
 
 def benchmark_runs():
@@ -192,7 +198,8 @@ def method_runs():
         return {"reasoning/accuracy_greedy": 0.0, "reasoning/accuracy_mean": acc, "reasoning/accuracy_mean_se": se,
                 "reasoning/pass@1": acc, "reasoning/pass@16": 1.0, "reasoning/tokens_per_answer": tokens,
                 "reasoning/inference_tokens_per_answer": inference, "open_ended/semantic_diversity": semantic,
-                "open_ended/validity": 0.9, "eval/n_samples": 16}
+                "open_ended/validity": 0.9, "open_ended/coverage": 0.3, "cost/tokens_per_answer": tokens,
+                "cost/inference_tokens_per_answer": inference, "eval/n_samples": 16}
     return [
         {"name": "base", "alpha": None, "method": "base", "metrics": m(0.375, 0.017, 9.0, 9.0)},
         {"name": "alpha-2.0-la_tb-s0", "alpha": 2.0, "objective": "la_tb", "method": "power_flow",
@@ -214,8 +221,12 @@ def test_methods_table_lists_every_method_with_inference_tokens_and_training_tim
 
     text = methods_table_markdown(method_runs())
     lines = text.splitlines()
+    assert lines[0] == ("| method | run | reasoning acc greedy | reasoning avg@16 ± se | reasoning pass@16 | "
+                        "open_ended coverage ± se | open_ended validity | open_ended semantic diversity | "
+                        "tokens/answer | inference tokens/answer | training s |")
     assert lines[2].startswith("| base model | base |")
-    assert "| MCMC power sampling α=4 | mcmc-4.0 | 0.000 | 0.500 ± 0.020 | 1.000 (k=16) | 0.400 | 0.900 | 10.0 | 220.0 | – |" in text
+    assert "| MCMC power sampling α=4 | mcmc-4.0 | 0.000 | 0.500 ± 0.020 | 1.000 | 0.300 | 0.900 | 0.400 | 10.0 | 220.0 " \
+           "| – |" in text
     assert "| GRPO (gold answers) | grpo |" in text and "| 60 |" in text
     assert "| verbalized sampling | verbalized | not applicable: verbalized sampling needs an instruction-following " \
            "chat model |" in text
@@ -383,7 +394,10 @@ def test_headline_gains_an_exact_target_row_per_alpha_and_a_distance_table():
     runs = [_with_exact(r, 0.95, 0.9, 0.06) if r["alpha"] == 4.0 else r for r in runs]
     rows = exact_target_rows(runs)
     assert [r["name"] for r in rows] == ["p_base^4 (exact)"]
-    assert rows[0]["accuracy_mean"] == 0.95 and rows[0]["pass_at_max_k"] == 0.99 and rows[0]["max_k"] == 4
+    assert rows[0]["reasoning/accuracy_mean"] == 0.95 and rows[0]["reasoning/pass@max"] == 0.99
+    assert rows[0]["reasoning/max_k"] == 4
+    assert (rows[0]["open_ended/coverage"], rows[0]["open_ended/validity"], rows[0]["open_ended/kl_uniform"]) == (
+        0.15, 1.0, 2.1)
     names = [r["name"] for r in headline_rows(runs)]
     assert names.index("p_base^4 (exact)") == names.index("alpha-4") - 1  # beside its α's runs
     assert "exact" not in families_of(runs)
