@@ -26,8 +26,9 @@ open-ended family (report.select_diversity_on) among runs whose `<family>/validi
 kind, no best run of that role. With several seeds the rule is applied to the groups' seed means,
 and the run chosen (the one the registry alias points at) is the group's median-seed run by that
 metric (the lower median for an even count; for diversity among its seeds that keep the validity,
-when any does): a typical policy of the best setting, not its luckiest seed. Ties go to the run listed first (lower α). matplotlib is imported lazily and
-draws on the Agg canvas (no display, no pyplot state).
+when any does): a typical policy of the best setting, not its luckiest seed. Ties go to the run
+listed first (lower α). matplotlib is imported lazily and draws on the Agg canvas (no display, no
+pyplot state).
 
 Modules, one job each: `values` (metric names, formatting, labels), `seeds` (mean ± se across
 seeds), `tables` (the Markdown tables), `findings` (sentences and the best-run rule), `plots`

@@ -146,8 +146,8 @@ _LEGEND = {
     OPEN_ENDED: ("Open-ended families ({families}): coverage is the fraction of each prompt's valid answers that "
                  "appear among its samples, averaged over prompts; validity the fraction of samples that are valid "
                  "answers; diversity the semantic diversity of the samples (distinct-2 without an embedder); "
-                 "quality its score, ± se over prompts; KL to uniform KL(empirical valid answers ‖ uniform over the "
-                 "valid set), nats."),
+                 "quality the score against the answer key, ± se over prompts; KL to uniform KL(empirical valid "
+                 "answers ‖ uniform over the valid set), nats."),
     CREATIVE: ("Creative families ({families}): diversity is the semantic diversity of the samples (distinct-2 "
                "without an embedder); quality the judge's rubric score in [0, 1], ± se over prompts."),
 }

@@ -207,7 +207,7 @@ def _reasoning_finding(rows: list[dict], family: str | None, run: dict | None, m
                        base: dict | None) -> str:
     """The best-reasoning sentence: its avg@n (and greedy accuracy) on `family` against the base model."""
     if family is None:
-        return (f"No answer-keyed family ran ({_ran(rows)}; one has <family>/accuracy_mean): "
+        return (f"No answer-keyed family ran ({_ran(rows)}; an answer-keyed one has <family>/accuracy_mean): "
                 "there is no best-reasoning run.")
     acc, greedy = f"{family}/accuracy_mean", f"{family}/accuracy_greedy"
     if run is None:
@@ -224,7 +224,7 @@ def _diversity_finding(rows: list[dict], family: str | None, run: dict | None, m
     """The best-diversity sentence: coverage, KL to uniform and validity on `family` against the base model,
     or the widest run that the validity rule left out."""
     if family is None:
-        return (f"No open-ended family ran ({_ran(rows)}; one has <family>/coverage): "
+        return (f"No open-ended family ran ({_ran(rows)}; an open-ended one has <family>/coverage): "
                 "there is no best-diversity run.")
     cov, val, kl = f"{family}/coverage", f"{family}/validity", f"{family}/kl_uniform"
     if run is None:

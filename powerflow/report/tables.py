@@ -171,15 +171,14 @@ def family_columns(rows: list[dict]) -> list[tuple[str, str, bool]]:
             key = f"{family}/{suffix}"
             if not any(finite(r.get(key)) for r in rows):
                 continue
-            ks = sorted({r[f"{family}/max_k"] for r in rows if r.get(f"{family}/max_k")})
-            if suffix == "pass@max" and len(ks) == 1:
-                header = f"pass@{ks[0]}"
-            elif suffix == "pass@max":
-                header = "pass@k (max k)"
+            with_k = False
+            if suffix == "pass@max":
+                ks = sorted({r[f"{family}/max_k"] for r in rows if r.get(f"{family}/max_k")})
+                header, with_k = (f"pass@{ks[0]}", False) if len(ks) == 1 else ("pass@k (max k)", True)
             elif suffix == "accuracy_mean":
                 ns = sorted({int(r["n_samples"]) for r in rows if r.get("n_samples")})
                 header = f"avg@{ns[0]} ± se" if len(ns) == 1 else header
-            columns.append((key, f"{family} {header}", suffix == "pass@max" and len(ks) > 1))
+            columns.append((key, f"{family} {header}", with_k))
     return columns
 
 

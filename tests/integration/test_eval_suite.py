@@ -20,6 +20,7 @@ import yaml
 from powerflow.config import UserError, load_pipeline_config, section_from_dict
 from powerflow.eval.config import EvalConfig
 from powerflow.eval.evaluate import evaluate_model
+from powerflow.eval.grading import NO_ANSWER
 from powerflow.eval.suite import eval_suite
 from powerflow.pipeline import evaluate_checkpoint, load_causal_lm, load_tokenizer
 from tests.data.benchmark_files import (
@@ -106,9 +107,10 @@ def suite_run(tiny_model_dir, sources):
 # ------------------------------------------------------------------------------ the suite run
 def test_the_suite_loads_every_benchmark_with_its_kind(suite_run):
     suite, _, _ = suite_run
-    assert suite.benchmark_kinds == {"math500": "math", "gpqa_diamond": "multiple_choice",
-                                     "mmlu_pro": "multiple_choice", "coverageqa": "open_qa",
-                                     "creative_writing_v3": "creative"}
+    assert suite.answer_kinds == {"math500": "math", "gpqa_diamond": "multiple_choice_4",
+                                  "mmlu_pro": "multiple_choice", "coverageqa": "open_qa",
+                                  "creative_writing_v3": "none"}
+    assert suite.benchmarks == {f: f for f in suite.answer_kinds}
     assert dict(suite.scoring.kinds) == {"math500": "reasoning", "gpqa_diamond": "reasoning",
                                          "mmlu_pro": "reasoning", "coverageqa": "open_ended",
                                          "creative_writing_v3": "creative"}
@@ -239,8 +241,9 @@ def test_the_suite_grader_counts_no_answer_as_invalid(suite_run):
     assert not suite.grade("mmlu_pro", "C", "none of them").valid
     release = next(iter(coverageqa_release().values()))["answers"]
     assert not suite.grade("coverageqa", release, "Atlantis").correct
-    with pytest.raises(ValueError, match="no grader"):
-        suite.grade("creative_writing_v3", None, "Once upon a time")
+    assert suite.grade("creative_writing_v3", None, "Once upon a time") == NO_ANSWER  # no key: never graded
+    with pytest.raises(ValueError, match="has no answer kind"):
+        suite.grade("poetry", None, "Once upon a time")
 
 
 def test_majority_grouping_uses_math_verify_for_math_only(suite_run):
@@ -249,7 +252,8 @@ def test_majority_grouping_uses_math_verify_for_math_only(suite_run):
     assert same("math500", "\\frac12", "0.5")
     assert not same("math500", "\\frac12", "0.4")
     assert same("mmlu_pro", "C", "C") and not same("mmlu_pro", "C", "D")
-    assert not same("coverageqa", "apple", "Apple")  # others: equal strings (Grade.extracted is already normalised)
+    assert same("coverageqa", "apple", "Apple")  # open answers: equal after normalize_answer
+    assert not same("coverageqa", "apple", "pear")
 
 
 # ------------------------------------------------------------------------------ the pipeline step

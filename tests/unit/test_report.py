@@ -1,6 +1,7 @@
 """The sweep report on hand-made runs: table values, plots, and the documented best-run rule."""
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -401,6 +402,12 @@ def test_headline_gains_an_exact_target_row_per_alpha_and_a_distance_table():
     names = [r["name"] for r in headline_rows(runs)]
     assert names.index("p_base^4 (exact)") == names.index("alpha-4") - 1  # beside its α's runs
     assert "exact" not in families_of(runs)
+    # the world's headline: the oracle's row and the runs' rows with the numbers the headline always showed
+    headline = headline_table_markdown(headline_rows(runs))
+    assert "| p_base^4 (exact) | 4 | exact | – | 0.950 | 0.990 | 0.150 | 1.000 | 2.100 | – |" in headline
+    assert "| alpha-4 | 4 | la_tb | 0.500 | 0.612 ± 0.031 | 0.762 | 0.300 ± 0.020 | 0.970 | 1.100 | 14.2 |" \
+        in headline
+    assert "| base | – | – | 0.500 | 0.450 ± 0.030 | 0.600 | 0.400 ± 0.020 | 0.950 | 0.800 | 15.0 |" in headline
     table = exact_distance_table_markdown(runs)
     assert "| alpha-4 | 4 | 0.950 | 0.644 | 0.900 | 0.060 |" in table  # 0.612 / 0.95
     # the best-run rule never picks the oracle row: it is not a run
@@ -416,3 +423,270 @@ def test_distance_table_gives_the_mean_over_seeds():
              for s, (acc, kl) in enumerate([(0.8, 0.2), (0.9, 0.1)])]
     table = exact_distance_table_markdown(seeds)
     assert "| alpha-4 (mean over 2 seeds) | 4 | 0.950 ± 0.000 | 0.644 ± 0.000 | 0.850 ± 0.050 | 0.150 ± 0.050 |" in table
+
+
+# ----------------------------------------------------------------------------- a user's benchmarks
+
+
+def answer_keyed(family, acc, *, greedy=None, no_answer=0.05, tokens=300.0, inference=None):
+    """An answer-keyed family's metrics (MATH500, MMLU-Pro, GPQA): avg@16 ± 0.02, pass@k, maj@k, no answer."""
+    return {f"{family}/accuracy_greedy": acc if greedy is None else greedy, f"{family}/accuracy_mean": acc,
+            f"{family}/accuracy_mean_se": 0.02, f"{family}/pass@1": acc, f"{family}/pass@16": min(1.0, acc + 0.3),
+            f"{family}/maj@16": acc + 0.05, f"{family}/validity": 1 - no_answer, f"{family}/no_answer": no_answer,
+            f"{family}/extraction_failures": no_answer, f"{family}/tokens_per_answer": tokens,
+            f"{family}/inference_tokens_per_answer": inference or tokens, f"{family}/seconds_per_answer": 0.2}
+
+
+def open_ended(family, coverage, validity, *, semantic=0.5, quality=0.8):
+    """An open-ended family's metrics (CoverageQA): coverage ± se, validity, KL to uniform, quality, diversity."""
+    return {f"{family}/coverage": coverage, f"{family}/coverage_se": 0.03, f"{family}/validity": validity,
+            f"{family}/validity_se": 0.01, f"{family}/kl_uniform": 1.0 - coverage, f"{family}/quality": quality,
+            f"{family}/quality_se": 0.04, f"{family}/semantic_diversity": semantic,
+            f"{family}/semantic_diversity_se": 0.01, f"{family}/distinct_2": 0.6, f"{family}/tokens_per_answer": 20.0}
+
+
+def creative(family, semantic, quality):
+    """A creative family's metrics: diversity and the judge's quality, no answer key."""
+    return {f"{family}/semantic_diversity": semantic, f"{family}/semantic_diversity_se": 0.01,
+            f"{family}/distinct_2": 0.7, f"{family}/quality": quality, f"{family}/quality_se": 0.05,
+            f"{family}/judge_failures": 0.0, f"{family}/tokens_per_answer": 400.0}
+
+
+def bench_run(name, metrics, alpha=None, method="power_flow", tokens=300.0, inference=None, **extra):
+    """A run on benchmarks (no world, no exact/ metrics): cost/ and eval/ beside the families' metrics."""
+    cost = {"cost/tokens_per_answer": tokens, "cost/inference_tokens_per_answer": inference or tokens,
+            "eval/n_samples": 16}
+    run = {"name": name, "alpha": alpha, "objective": "la_tb" if alpha is not None else None, "method": method,
+           "metrics": metrics | cost, "train": {}, "registered": None} | extra
+    if alpha is not None:
+        run |= {"seed": 0, "group": name.rsplit("-s", 1)[0]}
+    return run
+
+
+def math500_runs():
+    """Every method on MATH500 only: base, Power-Flow at α=2 and 4, MCMC, GRPO, EMPO, low temperature,
+    and verbalized sampling that did not apply."""
+    return [
+        bench_run("base", answer_keyed("math500", 0.40), method="base"),
+        bench_run("alpha-2.0-la_tb-s0", answer_keyed("math500", 0.56), alpha=2.0, train={"train/seconds": 50.0}),
+        bench_run("alpha-4.0-la_tb-s0", answer_keyed("math500", 0.50, no_answer=0.02), alpha=4.0,
+                  train={"train/seconds": 51.0}),
+        bench_run("mcmc-4.0", answer_keyed("math500", 0.52, inference=3000.0), method="mcmc", method_alpha=4.0,
+                  inference=3000.0),
+        bench_run("grpo", answer_keyed("math500", 0.60), method="grpo", train={"train/seconds": 60.0}),
+        bench_run("empo", answer_keyed("math500", 0.45), method="empo", train={"train/seconds": 61.0}),
+        bench_run("low_temperature-4.0", answer_keyed("math500", 0.47), method="low_temperature", method_alpha=4.0),
+        {"name": "verbalized", "alpha": None, "method": "verbalized", "metrics": {"eval/applicable": 0.0},
+         "not_applicable": "verbalized sampling needs an instruction-following chat model", "train": {},
+         "registered": None},
+    ]
+
+
+def table_cells(table: str) -> dict[str, list[str]]:
+    """A Markdown table's body as {first cell: the other cells}; the header under "header"."""
+    lines = table.strip().splitlines()
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")[1:]]
+             for line in lines[2:]}
+    return cells | {"header": [c.strip() for c in lines[0].strip().strip("|").split("|")]}
+
+
+def test_family_kind_is_read_off_the_metrics():
+    from powerflow.report import ANSWER_KEYED, CREATIVE, OPEN_ENDED, family_kind, family_of
+
+    records = [answer_keyed("math500", 0.5) | open_ended("coverageqa", 0.4, 0.9)
+               | creative("creative_writing_v3", 0.3, 0.6), {"reasoning/accuracy_mean": math.nan}]
+    assert family_kind(records, "math500") == ANSWER_KEYED
+    assert family_kind(records, "coverageqa") == OPEN_ENDED
+    assert family_kind(records, "creative_writing_v3") == CREATIVE
+    assert family_kind(records, "reasoning") == CREATIVE  # a NaN accuracy is no accuracy
+    assert [family_of(k) for k in ("math500/pass@4", "cost/tokens_per_answer", "exact/target/x", "train/seconds",
+                                   "plain")] == ["math500", None, None, None, None]
+
+
+def test_a_math500_report_has_numbers_in_every_row_and_chooses_on_math500(tmp_path):
+    from powerflow.report import headline_rows, method_findings, methods_table_markdown, sweep_title
+
+    runs = math500_runs()
+    headline = table_cells(headline_table_markdown(headline_rows(runs)))
+    assert headline["header"] == ["run", "α", "objective", "math500 acc greedy", "math500 avg@16 ± se",
+                                  "math500 pass@16", "math500 no answer", "tokens/answer"]
+    assert set(headline) - {"header"} == {r["name"] for r in runs}
+    for name, cells in headline.items():
+        assert any(c not in ("–", "") for c in cells[2:]), (name, cells)  # no row is all "–"
+    assert headline["alpha-4.0-la_tb-s0"][2:] == ["0.500", "0.500 ± 0.020", "0.800", "0.020", "300.0"]
+    assert headline["verbalized"][2] == ("not applicable: verbalized sampling needs an instruction-following "
+                                         "chat model")
+
+    methods = table_cells(methods_table_markdown(runs))
+    assert methods["header"][-3:] == ["tokens/answer", "inference tokens/answer", "training s"]
+    for label in ("base model", "Power-Flow α=2 (la_tb)", "MCMC power sampling α=4", "GRPO (gold answers)",
+                  "EMPO (semantic entropy)", "low temperature α=4"):
+        assert any(c not in ("–", "") for c in methods[label][1:-1]), label
+    assert methods["MCMC power sampling α=4"] == ["mcmc-4.0", "0.520", "0.520 ± 0.020", "0.820", "0.050", "300.0",
+                                                  "3000.0", "–"]
+
+    title = sweep_title("pilot", "Qwen/Qwen2.5-Math-1.5B")
+    out = write_report(runs, {}, tmp_path / "report", title=title)
+    assert out["best"] == {"reasoning": "alpha-2.0-la_tb-s0", "diversity": None}  # GRPO is no Power-Flow α
+    assert out["select_on"] == {"reasoning": "math500", "diversity": None}
+    text = out["report"].read_text()
+    assert text.startswith("# powerflow α sweep `pilot` on Qwen/Qwen2.5-Math-1.5B\n")
+    findings = text.split("## What the sweep shows")[1].split("##")[0]
+    # 0.56 - 0.40 = +0.160 with se √(0.02² + 0.02²) = 0.0283 -> +5.7 se
+    assert "Best reasoning on math500: α=2 la_tb" in findings and "+0.160 (+5.7 se)" in findings
+    assert "No open-ended family ran (families that ran: math500" in findings
+    assert "best reasoning = highest math500 avg@n" in findings and "no open-ended family ran" in findings
+    said = method_findings(runs)
+    assert next(f for f in said if "MCMC" in f).startswith("Power-Flow matched MCMC power sampling at α=4: math500 "
+                                                           "avg@n 0.500 vs 0.520")
+    assert any("vs GRPO (gold answers): math500 avg@n 0.560 vs 0.600" in f for f in said)
+    assert any("vs EMPO (semantic entropy)" in f for f in said) and any("vs low temperature" in f for f in said)
+    for sentence in said:
+        assert sentence in text
+    assert "world" not in text.lower() and "reasoning accuracy" not in text.lower()
+    assert "No run has" not in text and "p_base^" not in text
+
+
+def three_benchmark_runs():
+    """Base and three Power-Flow α on MMLU-Pro, GPQA-Diamond, CoverageQA and a creative benchmark.
+
+    Best on mmlu_pro: α=2; on gpqa_diamond: α=4; on coverageqa α=1 has the most coverage but
+    validity 0.70, so best diversity is α=2 (0.45 at validity 0.88).
+    """
+    def m(mmlu, gpqa, coverage, validity):
+        return (answer_keyed("mmlu_pro", mmlu) | answer_keyed("gpqa_diamond", gpqa, no_answer=0.1)
+                | open_ended("coverageqa", coverage, validity) | creative("creative_writing_v3", 0.4, 0.6))
+    return [bench_run("base", m(0.30, 0.25, 0.30, 0.90), method="base"),
+            bench_run("alpha-1.0-la_tb-s0", m(0.35, 0.27, 0.55, 0.70), alpha=1.0),
+            bench_run("alpha-2.0-la_tb-s0", m(0.45, 0.28, 0.45, 0.88), alpha=2.0),
+            bench_run("alpha-4.0-la_tb-s0", m(0.40, 0.33, 0.35, 0.95), alpha=4.0)]
+
+
+def test_a_report_on_three_benchmarks_has_a_block_per_family(tmp_path):
+    from powerflow.report import headline_rows
+
+    runs = three_benchmark_runs()
+    headline = table_cells(headline_table_markdown(headline_rows(runs)))
+    blocks = [f"{family} {h}" for family in ("mmlu_pro", "gpqa_diamond")
+              for h in ("acc greedy", "avg@16 ± se", "pass@16", "no answer")]
+    blocks += [f"coverageqa {h}" for h in ("coverage ± se", "validity", "semantic diversity", "quality ± se",
+                                           "KL to uniform")]
+    blocks += ["creative_writing_v3 semantic diversity", "creative_writing_v3 quality ± se"]
+    assert headline["header"] == ["run", "α", "objective", *blocks, "tokens/answer"]
+    assert headline["alpha-2.0-la_tb-s0"][2:] == [
+        "0.450", "0.450 ± 0.020", "0.750", "0.050", "0.280", "0.280 ± 0.020", "0.580", "0.100",
+        "0.450 ± 0.030", "0.880", "0.500", "0.800 ± 0.040", "0.550", "0.400", "0.600 ± 0.050", "300.0"]
+    out = write_report(runs, {}, tmp_path / "report", title="t")
+    assert out["best"] == {"reasoning": "alpha-2.0-la_tb-s0", "diversity": "alpha-2.0-la_tb-s0"}
+    assert out["select_on"] == {"reasoning": "mmlu_pro", "diversity": "coverageqa"}
+    text = out["report"].read_text()
+    findings = text.split("## What the sweep shows")[1].split("##")[0]
+    assert "Best reasoning on mmlu_pro: α=2" in findings
+    # coverage 0.45 - 0.30 = +0.150, se √(0.03² + 0.03²) = 0.0424 -> +3.5 se; α=1 (validity 0.70) not kept
+    assert "Best diversity on coverageqa (validity ≥ 0.8): α=2" in findings and "+0.150 (+3.5 se)" in findings
+    assert ("best diversity = highest coverageqa coverage among trained runs with coverageqa validity ≥ 0.8"
+            in findings)
+    assert "world" not in text.lower() and "open-ended coverage" not in text
+    for family in ("mmlu_pro", "gpqa_diamond", "coverageqa", "creative_writing_v3"):
+        assert f"### {family}" in text
+
+
+def test_select_on_chooses_best_reasoning_on_the_named_family(tmp_path):
+    runs = three_benchmark_runs()
+    rows = runs_table(runs)
+    assert best_runs(rows)["reasoning"] == "alpha-2.0-la_tb-s0"  # the first answer-keyed family: mmlu_pro
+    assert best_runs(rows, select_on="gpqa_diamond")["reasoning"] == "alpha-4.0-la_tb-s0"
+    # a lower validity bar on the named open-ended family lets α=1's coverage win
+    assert best_runs(rows, 0.6, select_diversity_on="coverageqa")["diversity"] == "alpha-1.0-la_tb-s0"
+    out = write_report(runs, {}, tmp_path / "report", title="t", select_on="gpqa_diamond")
+    assert out["best"]["reasoning"] == "alpha-4.0-la_tb-s0" and out["select_on"]["reasoning"] == "gpqa_diamond"
+    text = out["report"].read_text()
+    # 0.33 - 0.25 = +0.080, se 0.0283 -> +2.8 se
+    assert "Best reasoning on gpqa_diamond: α=4" in text and "+0.080 (+2.8 se)" in text
+    assert "best reasoning = highest gpqa_diamond avg@n" in text
+
+
+def test_an_unknown_or_wrong_kind_select_on_is_one_clear_error(tmp_path):
+    from powerflow.errors import ConfigError
+
+    runs = three_benchmark_runs()
+    with pytest.raises(ConfigError) as err:
+        write_report(runs, {}, tmp_path / "report", title="t", select_on="math500")
+    message = str(err.value)
+    assert message.startswith("report.select_on='math500': that family did not run.")
+    assert ("Families that ran: mmlu_pro (answer-keyed), gpqa_diamond (answer-keyed), coverageqa (open-ended), "
+            "creative_writing_v3 (creative).") in message
+    assert not (tmp_path / "report").exists()  # refused before anything is written
+    with pytest.raises(ConfigError, match=r"report.select_on='coverageqa': that family is not answer-keyed"):
+        best_runs(runs_table(runs), select_on="coverageqa")
+    with pytest.raises(ConfigError, match=r"report.select_diversity_on='mmlu_pro': that family is not open-ended"):
+        best_runs(runs_table(runs), select_diversity_on="mmlu_pro")
+
+
+def test_seed_means_work_for_any_family():
+    from powerflow.report import headline_rows
+
+    runs = three_benchmark_runs()[:1]
+    for seed, (mmlu, coverage) in enumerate([(0.40, 0.40), (0.50, 0.50)]):
+        run = three_benchmark_runs()[2]
+        metrics = run["metrics"] | {"mmlu_pro/accuracy_mean": mmlu, "coverageqa/coverage": coverage}
+        runs.append(run | {"name": f"alpha-2.0-la_tb-s{seed}", "seed": seed, "group": "alpha-2.0-la_tb",
+                           "metrics": metrics})
+    rows = table_cells(headline_table_markdown(headline_rows(runs)))
+    mean = rows["alpha-2.0-la_tb (mean over 2 seeds)"]
+    # avg@n 0.45 ± 0.05 across seeds (0.40, 0.50), coverage the same; quality keeps its mean, se 0 across seeds
+    assert mean[3] == "0.450 ± 0.050" and mean[10] == "0.450 ± 0.050" and mean[13] == "0.800 ± 0.000"
+    assert mean[4] == "0.750"  # pass@16 of both seeds
+    assert best_runs(runs_table(runs))["reasoning"] == "alpha-2.0-la_tb-s0"  # lower median of two seeds
+
+
+def test_no_answer_is_preferred_to_extraction_failures():
+    runs = math500_runs()[:2]
+    runs[0]["metrics"] = {k: v for k, v in runs[0]["metrics"].items() if k != "math500/no_answer"}
+    runs[0]["metrics"]["math500/extraction_failures"] = 0.3  # an older evaluation: only the old name
+    runs[1]["metrics"]["math500/extraction_failures"] = 0.9  # both: no_answer wins
+    rows = {r["name"]: r for r in runs_table(runs)}
+    assert rows["base"]["math500/no_answer"] == 0.3 and rows["alpha-2.0-la_tb-s0"]["math500/no_answer"] == 0.05
+
+
+def test_the_title_is_built_from_the_sweep_and_the_model_unless_given(tmp_path, monkeypatch):
+    import json
+
+    import yaml
+
+    from powerflow import pipeline
+    from powerflow.config import load_pipeline_config
+    from powerflow.pipeline import report as report_stage
+    from powerflow.report import sweep_title
+
+    assert sweep_title("default", "world") == "powerflow α sweep `default` on the embedded world"
+    assert sweep_title("pilot", "/models/qwen") == "powerflow α sweep `pilot` on /models/qwen"
+    params = yaml.safe_load((Path(pipeline.__file__).parents[2] / "params.yaml").read_text())
+    assert params["report"].get("title") is None  # params.yaml leaves the title to be built
+    params["model"]["name_or_path"], params["sweep"]["name"] = "Qwen/Qwen2.5-Math-1.5B", "pilot"
+    params["report"]["select_on"] = "math500"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
+    cfg = load_pipeline_config(tmp_path / "params.yaml")
+    monkeypatch.setattr(report_stage, "collect_runs", lambda cfg: (math500_runs(), {}))
+    report_stage.write_sweep_report(cfg)
+    folder = tmp_path / "outputs" / "report"
+    assert (folder / "report.md").read_text().startswith("# powerflow α sweep `pilot` on Qwen/Qwen2.5-Math-1.5B\n")
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["select_on"] == {"reasoning": "math500", "diversity": None}
+    assert summary["best"]["reasoning"] == "alpha-2.0-la_tb-s0"
+    params["report"]["title"] = "My sweep"  # an explicit title wins
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
+    report_stage.write_sweep_report(load_pipeline_config(tmp_path / "params.yaml"))
+    assert (folder / "report.md").read_text().startswith("# My sweep\n")
+
+
+def test_report_config_checks_its_keys():
+    from powerflow.config import ReportConfig
+    from powerflow.errors import ConfigError
+
+    assert ReportConfig().title is None and ReportConfig().select_on is None
+    assert ReportConfig(select_on="math500").select_on == "math500"
+    with pytest.raises(ConfigError, match="report.select_on='math500/accuracy_mean': name an eval family"):
+        ReportConfig(select_on="math500/accuracy_mean")
+    with pytest.raises(ConfigError, match="report.title is empty"):
+        ReportConfig(title=" ")
