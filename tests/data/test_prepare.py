@@ -118,3 +118,73 @@ def test_embedded_world_rows_pass_validation(project):
     assert set(counts) == {"train", "eval"}
     _prompts, answers, _ = load_prepared(prepared.out_dir)
     assert len(answers) == len(rows)
+
+
+# ------------------------------------------------------------------------------ answer kinds
+def test_the_manifest_records_the_worlds_answer_kinds(project, world_rows, tokenizer):
+    prepared = prepare_prompts(DataConfig(), tokenizer, project / "out", project, world_rows=world_rows)
+    assert prepared.manifest["answer_kinds"] == {"reasoning": "world_integer", "open_ended": "world_open"}
+    assert prepared.manifest["answer_kinds_from"] == "inferred from the source"
+
+
+def _table(project, rows) -> str:
+    pd.DataFrame(rows).to_json(project / "p.jsonl", orient="records", lines=True)
+    return "p.jsonl"
+
+
+def test_a_users_answers_are_math_lists_open_qa_and_none_without_answers(project, tokenizer):
+    source = _table(project, [
+        {"id": "a", "prompt": "two plus three", "family": "reasoning", "answer": "\\frac{1}{2}"},
+        {"id": "b", "prompt": "name a fruit", "family": "open_ended", "answer": ["apple", "pear"]},
+    ])
+    prepared = prepare_prompts(DataConfig(source=source, eval_fraction=0.5), tokenizer, project / "out", project)
+    assert prepared.manifest["answer_kinds"] == {"reasoning": "math", "open_ended": "open_qa"}
+    no_answers = _table(project, [{"id": "a", "prompt": "two plus three"}, {"id": "b", "prompt": "three"}])
+    prepared = prepare_prompts(DataConfig(source=no_answers), tokenizer, project / "out2", project)
+    assert prepared.manifest["answer_kinds"] == {"reasoning": "none"}
+
+
+def test_data_answer_kind_overrides_the_inference_and_checks_every_key(project, tokenizer):
+    from powerflow.data.answer_kinds import AnswerKindError
+
+    source = _table(project, [{"id": str(i), "prompt": f"pick {i}", "answer": letter}
+                              for i, letter in enumerate("ABCK")])
+    cfg = DataConfig(source=source, answer_kind="multiple_choice")
+    with pytest.raises(AnswerKindError, match=r"row '3' \(family 'reasoning'\): multiple_choice keys are one letter"):
+        prepare_prompts(cfg, tokenizer, project / "out", project)
+    assert not (project / "out").exists()  # nothing half-written
+    source = _table(project, [{"id": str(i), "prompt": f"pick {i}", "answer": letter} for i, letter in enumerate("ABC")])
+    prepared = prepare_prompts(DataConfig(source=source, answer_kind={"reasoning": "multiple_choice"}), tokenizer,
+                               project / "out", project)
+    assert prepared.manifest["answer_kinds"] == {"reasoning": "multiple_choice"}
+    assert prepared.manifest["answer_kinds_from"] == "data.answer_kind"
+
+
+def test_the_worlds_kinds_are_refused_for_other_sources(project, tokenizer):
+    from powerflow.errors import ConfigError
+
+    source = _table(project, [{"id": "a", "prompt": "p", "answer": "(0,9) \\cup (9,36)"}])
+    with pytest.raises(ConfigError, match="world's kinds grade only the embedded world"):
+        prepare_prompts(DataConfig(source=source, answer_kind="world_integer"), tokenizer, project / "out", project)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("latex", "data.answer_kind='latex' is not an answer kind"),
+    ({"poetry": "math"}, "data.answer_kind.poetry: 'poetry' is not in data.families"),
+    ({"reasoning": "integer"}, "data.answer_kind.reasoning='integer' is not an answer kind"),
+])
+def test_bad_answer_kinds_in_the_config_name_the_key(value, message):
+    from powerflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        DataConfig(answer_kind=value)
+
+
+def test_an_old_manifest_without_answer_kinds_asks_for_prepare(project, world_rows, tokenizer):
+    out = project / "prepared"
+    prepare_prompts(DataConfig(), tokenizer, out, project, world_rows=world_rows)
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["answer_kinds"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PreparedDataError, match="records no answer kinds.*dvc repro prepare"):
+        load_prepared(out)

@@ -183,3 +183,26 @@ def test_member_objective_defaults_to_the_only_one_and_is_required_with_several(
         member_objective(several, None)
     with pytest.raises(UserError, match="--objective 'exact' is unknown"):
         member_objective(cfg, "exact")
+
+
+def test_data_answer_kind_reads_one_kind_or_a_mapping_from_yaml():
+    from powerflow.config import section_from_dict
+    from powerflow.data.config import DataConfig
+
+    assert section_from_dict(DataConfig, {"answer_kind": "math"}, "data").answer_kind == "math"
+    mapping = section_from_dict(DataConfig, {"answer_kind": {"reasoning": "multiple_choice"}}, "data")
+    assert mapping.answer_kind == {"reasoning": "multiple_choice"}
+    assert section_from_dict(DataConfig, {}, "data").answer_kind is None
+
+
+def test_the_old_benchmark_name_world_reads_as_prepared_with_a_deprecation_note():
+    import warnings
+
+    from powerflow.eval.config import EvalConfig
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg = EvalConfig(benchmarks=("world", "math500", "prepared"))
+    assert cfg.benchmarks == ("prepared", "math500")
+    assert any(issubclass(w.category, DeprecationWarning) and "write 'prepared'" in str(w.message) for w in caught)
+    assert EvalConfig().benchmarks == ("prepared",)
