@@ -69,9 +69,11 @@ class StaleEvaluationError(UserError):
     """The evaluation on disk is of other bytes than the checkpoint about to be registered."""
 
 
-# Evaluation numbers a registered version carries as tags (eval/<metric>), when the run has them.
-EVAL_TAG_METRICS = ("reasoning/accuracy_greedy", "reasoning/accuracy_mean", "open_ended/coverage",
-                    "open_ended/validity", "open_ended/semantic_diversity")
+# Evaluation numbers a registered version carries as tags (eval/<family>/<metric>), for every
+# eval family the run has them for (reasoning, open_ended, math500, ...).
+EVAL_TAG_METRICS = ("accuracy_greedy", "accuracy_mean", "coverage", "validity", "semantic_diversity")
+# Metric prefixes that are not eval families.
+_NOT_FAMILIES = ("cost", "eval", "diag", "exact", "sampler", "registered", "train")
 
 
 def evaluated_checkpoint(cfg: PipelineConfig, name: str, checkpoint: Path) -> tuple[str, dict]:
@@ -89,6 +91,11 @@ def evaluated_checkpoint(cfg: PipelineConfig, name: str, checkpoint: Path) -> tu
 
 
 def evaluation_tags(metrics: dict) -> dict[str, str]:
-    """Headline evaluation numbers as version tags: {"eval/reasoning/accuracy_mean": "0.4375", ...}."""
-    return {f"eval/{k}": f"{float(metrics[k]):.6g}" for k in EVAL_TAG_METRICS
-            if isinstance(metrics.get(k), (int, float))}
+    """Headline evaluation numbers as version tags: {"eval/reasoning/accuracy_mean": "0.4375", ...},
+    the EVAL_TAG_METRICS of every family (`<family>/<metric>` keys, breakdowns left out)."""
+    tags = {}
+    for key, value in metrics.items():
+        family, _, metric = key.partition("/")
+        if metric in EVAL_TAG_METRICS and family not in _NOT_FAMILIES and isinstance(value, (int, float)):
+            tags[f"eval/{key}"] = f"{float(value):.6g}"
+    return tags

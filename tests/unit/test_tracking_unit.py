@@ -148,3 +148,13 @@ def test_sweep_alias_is_a_valid_mlflow_alias_of_its_sweep(sweep, expected):
     assert alias == expected
     _validate_model_alias_name(alias)  # raises MlflowException on characters MLflow refuses
     _validate_model_alias_name_reserved(alias)
+
+
+def test_version_tags_carry_every_familys_headline_numbers():
+    from powerflow.pipeline.register import evaluation_tags
+
+    metrics = {"reasoning/accuracy_mean": 0.4375, "math500/accuracy_mean": 0.25, "coverageqa/coverage": 0.5,
+               "math500/by_subject/algebra/accuracy_mean": 1.0, "exact/target/reasoning/accuracy": 0.9,
+               "cost/tokens_per_answer": 12.0, "math500/pass@2": 0.5}
+    assert evaluation_tags(metrics) == {"eval/reasoning/accuracy_mean": "0.4375", "eval/math500/accuracy_mean": "0.25",
+                                        "eval/coverageqa/coverage": "0.5"}
