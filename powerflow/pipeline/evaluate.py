@@ -166,7 +166,8 @@ def evaluate_checkpoint(cfg: PipelineConfig, source: str, out_dir: Path, progres
     """Evaluate one model on the configured benchmarks; write out_dir/ whole, or nothing on failure.
 
     out_dir gets metrics.json (DVC metrics, logged to MLflow), samples.jsonl (the samples table),
-    settings.json (the sampling settings and benchmarks behind every number) and plots/ (pass@k
+    settings.json (the sampling settings and benchmarks behind every number, and "families": each
+    family in evaluation order with its benchmark and answer kind) and plots/ (pass@k
     curves per reasoning family). With alpha given (a policy), the distribution diagnostics
     against the base model are added (powerflow.eval.diagnostics). `sampler`: an inference-time
     method drawing the sampled answers instead of plain sampling (powerflow.eval.evaluate.Sampler).
@@ -185,6 +186,8 @@ def evaluate_checkpoint(cfg: PipelineConfig, source: str, out_dir: Path, progres
         metrics, samples = evaluate_model(generator, tokenizer, suite.rows, suite.grade, ecfg, progress=progress,
                                           scoring=scoring)
         rows = suite.rows
+        families = [{"family": f, "benchmark": suite.benchmarks[f], "answer_kind": k}
+                    for f, k in suite.answer_kinds.items()]
     del generator
     if alpha is not None and ecfg.diagnostics_prompts > 0:
         metrics.update(policy_diagnostics_of(cfg, source, tokenizer, rows, alpha))
@@ -193,7 +196,8 @@ def evaluate_checkpoint(cfg: PipelineConfig, source: str, out_dir: Path, progres
     with atomic_directory(out_dir) as tmp:
         write_text_atomic("".join(json.dumps(s, default=str) + "\n" for s in samples), tmp / "samples.jsonl")
         write_json_atomic(metrics, tmp / "metrics.json")
-        write_json_atomic(evaluation_settings(cfg, source, alpha) | (provenance or {}), tmp / "settings.json")
+        write_json_atomic(evaluation_settings(cfg, source, alpha) | {"families": families} | (provenance or {}),
+                          tmp / "settings.json")
         write_run_plots(metrics, tmp / "plots")
     return metrics
 

@@ -19,7 +19,7 @@ def collect_runs(cfg: PipelineConfig) -> tuple[list[dict], dict[str, list[dict]]
     """Evaluation metrics, training summaries and registrations of the base and every sweep member."""
     lay = layout_of(cfg)
     runs = [{"name": BASE_RUN, "alpha": None, "objective": None, "method": "base",
-             "metrics": json.loads(require_input(lay.evaluation(BASE_RUN) / "metrics.json", "evaluate").read_text()),
+             "metrics": evaluation_metrics(lay.evaluation(BASE_RUN)),
              "train": {}, "registered": None}]
     histories = {}
     for alpha, objective, seed in sweep_members(cfg):
@@ -27,7 +27,7 @@ def collect_runs(cfg: PipelineConfig) -> tuple[list[dict], dict[str, list[dict]]
         runs.append({
             "name": name, "alpha": float(alpha), "objective": objective, "method": "power_flow",
             "seed": seed, "group": group_name(alpha, objective),
-            "metrics": json.loads(require_input(lay.evaluation(name) / "metrics.json", "evaluate").read_text()),
+            "metrics": evaluation_metrics(lay.evaluation(name)),
             "train": json.loads(require_input(lay.train_outputs(name) / "metrics.json", "train").read_text()),
             "registered": json.loads(require_input(lay.registration(name), "register").read_text()),
         })
@@ -36,7 +36,7 @@ def collect_runs(cfg: PipelineConfig) -> tuple[list[dict], dict[str, list[dict]]
         name = b["name"]
         runs.append({
             "name": name, "alpha": None, "objective": None, "method": b["method"], "method_alpha": b["alpha"],
-            "metrics": json.loads(require_input(lay.evaluation(name) / "metrics.json", "evaluate").read_text()),
+            "metrics": evaluation_metrics(lay.evaluation(name)),
             "train": json.loads(require_input(lay.train_outputs(name) / "metrics.json", "train").read_text())
             if b["trained"] else {},
             "registered": json.loads(require_input(lay.registration(name), "register").read_text())
@@ -46,6 +46,19 @@ def collect_runs(cfg: PipelineConfig) -> tuple[list[dict], dict[str, list[dict]]
         if b["trained"]:
             histories[name] = read_history_csv(lay.train_outputs(name) / "history.csv")
     return runs, histories
+
+
+def evaluation_metrics(out_dir: Path) -> dict:
+    """An evaluation's metrics.json, its families in the order they were evaluated (settings.json
+    "families": the order of evaluate.benchmarks), so the report's column blocks and its default
+    select_on follow that order rather than metrics.json's sorted keys."""
+    metrics = json.loads(require_input(out_dir / "metrics.json", "evaluate").read_text())
+    try:
+        order = [f["family"] for f in json.loads((out_dir / "settings.json").read_text()).get("families", [])]
+    except (OSError, ValueError, TypeError, KeyError):
+        order = []
+    rank = {family: i for i, family in enumerate(order)}
+    return dict(sorted(metrics.items(), key=lambda kv: rank.get(kv[0].split("/", 1)[0], len(rank))))
 
 
 def _recorded_not_applicable(out_dir: Path) -> str | None:

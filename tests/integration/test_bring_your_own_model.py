@@ -140,7 +140,11 @@ def test_choice_and_open_ended_data_run_every_stage(choice_project):
         assert 0.0 <= metrics[f"{family}/accuracy_mean"] <= 1.0
     for family in ("open_ended", "coverageqa"):
         assert 0.0 <= metrics[f"{family}/coverage"] <= 1.0
-    assert_every_run_has_numbers(path)
+    report = assert_every_run_has_numbers(path)
+    header = next(line for line in report.splitlines() if line.startswith("| run |"))
+    blocks = [f for f in ("open_ended", "mmlu_pro", "gpqa_diamond", "coverageqa") if f in header]
+    assert sorted(blocks, key=header.index) == ["open_ended", "mmlu_pro", "gpqa_diamond", "coverageqa"]  # as run
+    assert "Best reasoning on mmlu_pro" in report  # select_on: the first answer-keyed benchmark that ran
 
 
 def test_world_kinds_are_refused_for_a_users_data(tmp_path):
