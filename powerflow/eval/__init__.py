@@ -3,7 +3,8 @@
 - config.py       EvalConfig, the `evaluate:` section of params.yaml
 - benchmarks.py   load_benchmark: MATH500, GPQA-Diamond, MMLU-Pro, Creative Writing v3, CoverageQA
 - generation.py   generate_completions (transformers or vLLM backend) and Completion
-- grading.py      Grade, the verdict every grader returns
+- grading.py      Grade, and the grading registry by answer kind (answer_kind, family_graders):
+                  every "is this right" / "are these the same" of the project goes through it
 - math.py         extract_answer (last \\boxed{}), is_equivalent / MathVerifier (math-verify in a
                   worker process), grade_math
 - choice.py       extract_choice (the MMLU-Pro letter cascade), grade_choice
@@ -30,6 +31,8 @@ _EXPORTS = {
     "Completion": "powerflow.eval.generation",
     "generate_completions": "powerflow.eval.generation",
     "Grade": "powerflow.eval.grading",
+    "answer_kind": "powerflow.eval.grading",
+    "family_graders": "powerflow.eval.grading",
     "extract_answer": "powerflow.eval.math",
     "is_equivalent": "powerflow.eval.math",
     "MathVerifier": "powerflow.eval.math",
