@@ -365,15 +365,31 @@ def cmd_preset_show(args: argparse.Namespace) -> int:
 
 
 def cmd_preset_apply(args: argparse.Namespace) -> int:
-    """Merge a preset over params.yaml, validate the result, then replace params.yaml with it."""
-    from powerflow.presets import apply_preset
+    """Merge a preset over params.yaml, validate the result, then replace params.yaml with it.
 
-    path = apply_preset(args.name, args.params)
-    print(f"wrote {path}: preset {args.name} merged over it (validated); run `dvc repro` or `powerflow sweep`")
+    With --model DIR it writes the preset's CPU check instead: the same preset with a local model
+    swapped in, vLLM, bf16 and accelerate off and steps, batches and lengths cut to a few, so
+    `dvc repro report` runs the preset's whole configuration on this CPU in minutes (--data and
+    --source swap in local files for the preset's hub data and benchmarks).
+    """
+    from powerflow.presets import apply_cpu_check, apply_preset, cpu_check_summary, parse_source_options
+
+    if args.model is None:
+        if args.data is not None or args.source:
+            raise UserError("--data and --source belong to the CPU check: add --model DIR (a local model "
+                            "directory), or drop them to apply the preset as it is.")
+        path = apply_preset(args.name, args.params)
+        print(f"wrote {path}: preset {args.name} merged over it (validated); run `dvc repro` or `powerflow sweep`")
+        return 0
+    check = apply_cpu_check(args.name, args.params, args.model, data=args.data,
+                            sources=parse_source_options(args.source))
+    print(cpu_check_summary(args.name, check))
     return 0
 
 
 def _add_preset_parser(sub) -> None:
+    import inspect
+
     preset = sub.add_parser("preset", help="parameter presets for the seed's models (GPU)",
                             description="Named overlays on params.yaml: the seed's models and settings (docs/gpu.md).")
     actions = preset.add_subparsers(dest="preset_command", metavar="ACTION", required=True)
@@ -381,9 +397,31 @@ def _add_preset_parser(sub) -> None:
     show = actions.add_parser("show", help=cmd_preset_show.__doc__)
     show.add_argument("name", help="preset name (see `powerflow preset list`)")
     show.set_defaults(func=cmd_preset_show)
-    apply = actions.add_parser("apply", help=cmd_preset_apply.__doc__, description=cmd_preset_apply.__doc__)
+    apply = actions.add_parser(
+        "apply", help=cmd_preset_apply.__doc__.splitlines()[0], description=inspect.cleandoc(cmd_preset_apply.__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="CPU check, before renting a GPU:\n"
+               "  powerflow preset apply llama-3.1-8b-instruct-alpha2-reasoning --model tiny-model/ \\\n"
+               "      --data math.jsonl --source math500=math500.jsonl --source gpqa_diamond=gpqa.csv\n"
+               "  dvc repro report\n"
+               "It overrides model.name_or_path (DIR); train.use_vllm, bf16: false; accelerate_config, "
+               "num_processes: null;\ntrain.steps and save_steps 2, prompts_per_step 2, num_generations 2, "
+               "gradient_accumulation_steps\n1 or 2 (as the preset accumulates or not), max_completion_length 16; "
+               "evaluate.backend transformers,\nn_samples 2, max_new_tokens 16, max_prompts_per_family 2, "
+               "diagnostics at most 2; baselines.mcmc_* cut;\ndata.source (--data) and evaluate.sources "
+               "(--source). Everything else is the preset's, validated as it is\nfirst (the GPU run's params), "
+               "then with the overrides; it prints each value it changed.")
     apply.add_argument("name", help="preset name (see `powerflow preset list`)")
     apply.add_argument("--params", default="params.yaml", help="the params file to rewrite (default params.yaml)")
+    apply.add_argument("--model", metavar="DIR", default=None,
+                       help="CPU check: a local model directory (save_pretrained's files) in place of the preset's "
+                            "hub model; turns on the CPU-check overrides (see below)")
+    apply.add_argument("--data", metavar="FILE", default=None,
+                       help="CPU check: a .jsonl/.csv/.parquet prompt file for data.source, in the preset's "
+                            "data.columns (e.g. a `problem` column for the MATH presets)")
+    apply.add_argument("--source", action="append", default=[], metavar="BENCHMARK=FILE",
+                       help="CPU check: a local file for one of the preset's evaluate.benchmarks "
+                            "(evaluate.sources.BENCHMARK), e.g. math500=math500.jsonl; repeatable")
     apply.set_defaults(func=cmd_preset_apply)
 
 

@@ -27,7 +27,7 @@ error there is the preset's and is reported as such), then with the overrides:
 
     model.name_or_path           DIR (a local model directory with config.json; stored absolute)
     train.use_vllm, train.bf16   false (no CUDA), train.accelerate_config / num_processes null
-    train.steps, save_steps      2 (one checkpoint is still written and read back)
+    train.steps, save_steps      2 (the last step still writes a checkpoint)
     train.prompts_per_step       2, train.num_generations 2 (whole groups, as TRL and EMPO need)
     train.gradient_accumulation_steps
                                  1 if the preset's is 1, else 2: it divides the 4 completions of
@@ -57,6 +57,7 @@ from typing import Any
 
 from powerflow.errors import ConfigError, UserError
 from powerflow.config import load_params, load_pipeline_config
+from powerflow.data.config import FILE_EXTENSIONS
 from powerflow.io import write_text_atomic
 
 PRESET_SUFFIX = ".yaml"
@@ -126,15 +127,80 @@ def merge_overlay(base: Any, overlay: Any) -> Any:
     other value (scalars, lists) replaced by the overlay's.
 
     A replaced value loses its end-of-line comment in a round-trip tree (it described the old
-    value); comment lines below it (e.g. the next section's header) stay.
+    value); comment lines below it (e.g. the next section's header) stay. A key new to a mapping
+    goes after its last key, and the comment lines that followed that key move below the new one,
+    so a section's header stays above its section.
     """
     if isinstance(base, dict) and isinstance(overlay, dict):
         for key, value in overlay.items():
-            if key in base and base[key] != value and not (isinstance(base[key], dict) and isinstance(value, dict)):
+            if key not in base:
+                _append_key(base, key, value)
+                continue
+            if base[key] != value and not (isinstance(base[key], dict) and isinstance(value, dict)):
                 _drop_end_of_line_comment(base, key)
-            base[key] = merge_overlay(base[key], value) if key in base else value
+            base[key] = merge_overlay(base[key], value)
         return base
     return overlay
+
+
+def _append_key(mapping: Any, key: Any, value: Any) -> None:
+    """mapping[key] = value as its last key; in a round-trip tree the comment lines that followed
+    the old last key (ruamel keeps them on it) move below the new one."""
+    if not hasattr(mapping, "ca"):
+        mapping[key] = value
+        return
+    from ruamel.yaml.comments import CommentedMap
+
+    lines = _take_trailing_lines(mapping) if mapping else ""
+    mapping[key] = _commented(value, CommentedMap)
+    if lines:
+        _put_trailing_lines(mapping, lines)
+
+
+def _commented(value: Any, mapping_type: type) -> Any:
+    """Plain dicts in `value` as round-trip mappings (which can carry comment lines)."""
+    if isinstance(value, dict) and not hasattr(value, "ca"):
+        converted = mapping_type()
+        for k, v in value.items():
+            converted[k] = _commented(v, mapping_type)
+        return converted
+    return value
+
+
+def _trailing_owner(mapping: Any) -> tuple[Any, Any]:
+    """(mapping, key) whose comment slot holds the lines after `mapping`'s last line: its last key, or
+    that of the block mapping its last key holds (ruamel keeps them on the deepest last key)."""
+    key = list(mapping)[-1]
+    value = mapping[key]
+    if isinstance(value, dict) and value and hasattr(value, "ca") and not value.fa.flow_style():
+        return _trailing_owner(value)
+    return mapping, key
+
+
+def _take_trailing_lines(mapping: Any) -> str:
+    """Remove and return the comment lines after `mapping`'s last line ("" when there are none)."""
+    owner, key = _trailing_owner(mapping)
+    token = owner.ca.items.get(key, [None, None, None, None])[2]
+    if token is None:
+        return ""
+    head, newline, lines = token.value.partition("\n")
+    if not lines:
+        return ""
+    token.value = head + newline
+    return lines
+
+
+def _put_trailing_lines(mapping: Any, lines: str) -> None:
+    """Put comment `lines` after `mapping`'s last line."""
+    from ruamel.yaml.error import CommentMark
+    from ruamel.yaml.tokens import CommentToken
+
+    owner, key = _trailing_owner(mapping)
+    slot = owner.ca.items.setdefault(key, [None, None, None, None])
+    if slot[2] is None:
+        slot[2] = CommentToken("\n" + lines, CommentMark(0), None)
+    else:
+        slot[2].value = (slot[2].value if slot[2].value.endswith("\n") else slot[2].value + "\n") + lines
 
 
 def _without_comments(node: Any) -> Any:
@@ -157,16 +223,50 @@ def _drop_end_of_line_comment(mapping: Any, key: Any) -> None:
         token.value = "\n" + token.value.partition("\n")[2]
 
 
-def merged_params_text(name: str, params_path: str | Path) -> str:
-    """params.yaml with preset `name` merged over it, as YAML text (comments of params.yaml kept)."""
+def _merged_tree(name: str, params_path: str | Path):
+    """(the round-trip YAML instance, params.yaml's tree with preset `name` merged over it)."""
     preset = get_preset(name)
     load_params(params_path)  # a missing or malformed params file is a ConfigError naming it
     yaml = _round_trip_yaml()
     base = yaml.load(Path(params_path).read_text(encoding="utf-8"))
-    merged = merge_overlay(base, _without_comments(yaml.load(preset.text)))
+    return yaml, merge_overlay(base, _without_comments(yaml.load(preset.text)))
+
+
+def _dumped(yaml, tree: Any) -> str:
     out = io.StringIO()
-    yaml.dump(merged, out)
+    yaml.dump(tree, out)
     return out.getvalue()
+
+
+def merged_params_text(name: str, params_path: str | Path) -> str:
+    """params.yaml with preset `name` merged over it, as YAML text (comments of params.yaml kept)."""
+    return _dumped(*_merged_tree(name, params_path))
+
+
+def _params_check(path: Path, what: str):
+    """A `check` for write_text_atomic: load_pipeline_config on the candidate file, its config
+    returned; a ConfigError says that `what` does not validate and that `path` is unchanged."""
+
+    def validate(candidate: Path):
+        try:
+            return load_pipeline_config(candidate)
+        except ConfigError as err:
+            message = str(err).replace(str(candidate.resolve()), str(path))
+            raise ConfigError(f"{what} does not validate, {path} is unchanged: {message}") from err
+
+    return validate
+
+
+def _validated_config(text: str, path: Path, what: str):
+    """The PipelineConfig of params `text` as if it were `path` (validated from a temporary file beside
+    it, so relative paths resolve as they will; nothing is written in its place)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".check")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        return _params_check(path, what)(Path(tmp))
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def apply_preset(name: str, params_path: str | Path) -> Path:
@@ -177,12 +277,234 @@ def apply_preset(name: str, params_path: str | Path) -> Path:
     """
     path = Path(params_path)
     text = merged_params_text(name, path)
+    return write_text_atomic(text, path, check=_params_check(path, f"preset {name!r} over {path}"))
 
-    def validate(candidate: Path) -> None:
-        try:
-            load_pipeline_config(candidate)
-        except ConfigError as err:
-            message = str(err).replace(str(candidate.resolve()), str(path))
-            raise ConfigError(f"preset {name!r} over {path} does not validate, {path} is unchanged: {message}") from err
 
-    return write_text_atomic(text, path, check=validate)
+# ------------------------------------------------------------------------------ the CPU check
+CPU_STEPS = 2               # optimizer steps (and save_steps: one checkpoint is written)
+CPU_PROMPTS_PER_STEP = 2
+CPU_NUM_GENERATIONS = 2     # the smallest group: logz group's leave-one-out and EMPO still work
+CPU_ACCUMULATION = 2        # divides prompts_per_step × CPU_NUM_GENERATIONS (even) for any prompts_per_step
+CPU_MAX_TOKENS = 16         # completion lengths: train, evaluate, MCMC
+CPU_EVAL_SAMPLES = 2
+CPU_PROMPTS_PER_FAMILY = 2
+CPU_DIAGNOSTICS = 2         # diagnostics prompts per family (when on) and samples
+CPU_MCMC = 2                # MCMC blocks and Metropolis-Hastings steps
+
+
+@dataclass(frozen=True)
+class Override:
+    """One value the CPU check changed: its dotted key, the preset's value, the CPU check's."""
+
+    key: str
+    before: Any
+    after: Any
+
+
+@dataclass(frozen=True)
+class CpuCheck:
+    """What `apply_cpu_check` wrote: the params file, the values it changed, notes on what stays remote."""
+
+    path: Path
+    overrides: tuple[Override, ...]
+    notes: tuple[str, ...] = field(default=())
+
+
+def parse_source_options(items: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """--source BENCHMARK=FILE options as {benchmark: file}; a malformed or repeated one is a UserError."""
+    sources: dict[str, str] = {}
+    for item in items:
+        benchmark, sep, file = (part.strip() for part in item.partition("="))
+        if not sep or not benchmark or not file:
+            raise UserError(f"--source {item!r}: write BENCHMARK=FILE, e.g. --source math500=data/math500.jsonl.")
+        if benchmark in sources:
+            raise UserError(f"--source {benchmark}= is given twice ({sources[benchmark]} and {file}): pass one file "
+                            "per benchmark.")
+        sources[benchmark] = file
+    return sources
+
+
+def check_model_dir(model: str | Path) -> Path:
+    """`model` as an absolute path to a local model directory (with config.json); UserError otherwise."""
+    path = Path(model).expanduser()
+    written_by = "a directory written by save_pretrained (config.json, tokenizer files, safetensors weights)"
+    if not path.is_dir():
+        raise UserError(f"--model {model}: no such directory; the CPU check needs a local model: pass {written_by}.")
+    if not (path / "config.json").is_file():
+        raise UserError(f"--model {model}: {path} has no config.json, so it is not a model directory: pass {written_by}.")
+    return path.resolve()
+
+
+def _check_input_file(option: str, file: str, extensions: tuple[str, ...], what: str) -> Path:
+    """An existing `file` with one of `extensions`, given as `option` (e.g. "--data x.jsonl"), as an
+    absolute path; a UserError naming the option otherwise."""
+    path = Path(file).expanduser()
+    if path.suffix.lower() not in extensions:
+        raise UserError(f"{option}: use a {', '.join(extensions)} file ({what}).")
+    if not path.is_file():
+        raise UserError(f"{option}: no such file; write {what} there, or fix the path.")
+    return path.resolve()
+
+
+def project_relative(path: Path, project_root: Path) -> str:
+    """`path` as params.yaml stores it: relative to the project root when inside it, else absolute."""
+    try:
+        return path.relative_to(project_root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def cpu_gradient_accumulation(preset_steps: int) -> int:
+    """1 when the preset does not accumulate, else CPU_ACCUMULATION: the accumulation path stays in the
+    check, and it divides the check's prompts_per_step × num_generations (each a whole group)."""
+    return 1 if preset_steps == 1 else CPU_ACCUMULATION
+
+
+def cpu_train_overrides(t) -> dict[str, Any]:
+    """The `train:` values of the CPU check for a preset's TrainConfig `t`: one process, fp32, no vLLM,
+    a few short steps in the preset's shape."""
+    steps = min(t.steps, CPU_STEPS)
+    return {
+        "use_vllm": False, "bf16": False, "accelerate_config": None, "num_processes": None,
+        "steps": steps, "save_steps": min(t.save_steps, steps),
+        "prompts_per_step": min(t.prompts_per_step, CPU_PROMPTS_PER_STEP),
+        "num_generations": min(t.num_generations, CPU_NUM_GENERATIONS),
+        "gradient_accumulation_steps": cpu_gradient_accumulation(t.gradient_accumulation_steps),
+        "max_completion_length": min(t.max_completion_length, CPU_MAX_TOKENS),
+    }
+
+
+def cpu_evaluate_overrides(e, sources: dict[str, str]) -> dict[str, Any]:
+    """The `evaluate:` values of the CPU check for a preset's EvalConfig `e`, with `sources` (benchmark
+    -> file as params.yaml stores it) merged into evaluate.sources."""
+    values = {
+        "backend": "transformers", "n_samples": min(e.n_samples, CPU_EVAL_SAMPLES),
+        "max_new_tokens": min(e.max_new_tokens, CPU_MAX_TOKENS),
+        "max_prompts_per_family": min(e.max_prompts_per_family or CPU_PROMPTS_PER_FAMILY, CPU_PROMPTS_PER_FAMILY),
+        "diagnostics_prompts": min(e.diagnostics_prompts, CPU_DIAGNOSTICS),
+        "diagnostics_samples": min(e.diagnostics_samples, CPU_DIAGNOSTICS),
+    }
+    if sources:
+        values["sources"] = dict(sources)
+    return values
+
+
+def cpu_baselines_overrides(b) -> dict[str, Any]:
+    """The `baselines:` values of the CPU check for a preset's BaselinesConfig `b` (MCMC cut short)."""
+    max_new_tokens = min(b.mcmc_max_new_tokens, CPU_MAX_TOKENS)
+    return {"mcmc_max_new_tokens": max_new_tokens, "mcmc_blocks": min(b.mcmc_blocks, CPU_MCMC, max_new_tokens),
+            "mcmc_steps": min(b.mcmc_steps, CPU_MCMC)}
+
+
+def cpu_check_overlay(cfg, model: Path, data: str | None, sources: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """{section: {key: value}} the CPU check merges over the preset's validated config `cfg`."""
+    overlay: dict[str, dict[str, Any]] = {
+        "model": {"name_or_path": str(model)},
+        "train": cpu_train_overrides(cfg.train),
+        "evaluate": cpu_evaluate_overrides(cfg.evaluate, sources),
+        "baselines": cpu_baselines_overrides(cfg.baselines),
+    }
+    if data is not None:
+        overlay["data"] = {"source": data}
+    return overlay
+
+
+def changed_values(cfg, overlay: dict[str, dict[str, Any]]) -> tuple[Override, ...]:
+    """The overlay's values that differ from the preset's config `cfg` (evaluate.sources per benchmark)."""
+    changed = []
+    for section, values in overlay.items():
+        for key, after in values.items():
+            before = getattr(getattr(cfg, section), key)
+            if isinstance(after, dict):
+                changed += [Override(f"{section}.{key}.{k}", before.get(k), v) for k, v in after.items()
+                            if before.get(k) != v]
+            elif before != after:
+                changed.append(Override(f"{section}.{key}", before, after))
+    return tuple(changed)
+
+
+def check_source_benchmarks(name: str, cfg, sources: dict[str, str]) -> None:
+    """Every --source names a benchmark preset `name` evaluates (cfg: its config); UserError otherwise."""
+    from powerflow.eval.config import PREPARED
+
+    listed = [b for b in cfg.evaluate.benchmarks if b != PREPARED]
+    for benchmark in sources:
+        if benchmark == PREPARED:
+            raise UserError(f"--source {PREPARED}=...: the prepared split is read from data.source: pass the file "
+                            "as --data FILE instead.")
+        if benchmark not in listed:
+            raise UserError(f"--source {benchmark}=...: preset {name!r} does not evaluate {benchmark} (its "
+                            f"evaluate.benchmarks: {list(cfg.evaluate.benchmarks)}): pass --source for "
+                            f"{', '.join(listed) or 'none of them'}, or drop it.")
+
+
+def remote_inputs_notes(cfg, data: str | None, sources: dict[str, str]) -> tuple[str, ...]:
+    """What the check still reads from the Hugging Face cache, or from files that are not there: the
+    `prepare` or `evaluate` stage fails on these offline, as the GPU run would without them."""
+    from powerflow.eval.benchmarks import LOCAL_EXTENSIONS
+    from powerflow.eval.config import PREPARED
+
+    notes = []
+    if data is None and cfg.data.hf_dataset is not None:
+        notes.append(f"data.source is {cfg.data.source}: read from the Hugging Face cache (offline); pass --data FILE, "
+                     f"a file with the preset's columns {dict(cfg.data.columns)}, to check without it.")
+    for benchmark in cfg.evaluate.benchmarks:
+        if benchmark == PREPARED or benchmark in sources:
+            continue
+        source = cfg.evaluate.sources.get(benchmark)
+        if source is None or Path(source).suffix.lower() not in LOCAL_EXTENSIONS:
+            notes.append(f"evaluate.benchmarks: {benchmark} is read from the Hugging Face cache "
+                         f"({source or 'its hub release'}); pass --source {benchmark}=FILE to check without it.")
+        elif not (cfg.project_root / Path(source).expanduser()).is_file():  # an absolute path stays itself
+            notes.append(f"evaluate.sources.{benchmark}={source}: no such file in the project; create it or pass "
+                         f"--source {benchmark}=FILE.")
+    return tuple(notes)
+
+
+def apply_cpu_check(name: str, params_path: str | Path, model: str | Path, data: str | None = None,
+                    sources: dict[str, str] | None = None) -> CpuCheck:
+    """Write params.yaml ⊕ preset `name` ⊕ the CPU-check overrides (module docstring) to `params_path`.
+
+    model: a local model directory; data: a prompt file replacing data.source (the preset's
+    column mapping kept); sources: {benchmark: file} merged into evaluate.sources. The preset
+    merged over params.yaml is validated first as it is, then with the overrides; the file is
+    replaced whole or not at all. Raises UnknownPresetError, UserError for a bad --model, --data
+    or --source, ConfigError when either form does not validate (params.yaml untouched).
+    """
+    from powerflow.eval.benchmarks import LOCAL_EXTENSIONS
+
+    path = Path(params_path)
+    get_preset(name)  # an unknown name fails first, listing the shipped ones
+    model_dir = check_model_dir(model)
+    root = path.resolve().parent
+    data_file = None if data is None else project_relative(
+        _check_input_file(f"--data {data}", data, FILE_EXTENSIONS, "prompts in the preset's data.columns"), root)
+    source_files = {b: project_relative(_check_input_file(f"--source {b}={f}", f, LOCAL_EXTENSIONS,
+                                                          f"{b} in its published fields"), root)
+                    for b, f in (sources or {}).items()}
+    yaml, tree = _merged_tree(name, path)
+    cfg = _validated_config(_dumped(yaml, tree), path, f"preset {name!r} over {path}")
+    check_source_benchmarks(name, cfg, source_files)
+    overlay = cpu_check_overlay(cfg, model_dir, data_file, source_files)
+    text = _dumped(yaml, merge_overlay(tree, overlay))
+    write_text_atomic(text, path, check=_params_check(path, f"preset {name!r} with the CPU-check overrides over {path}"))
+    return CpuCheck(path=path, overrides=changed_values(cfg, overlay),
+                    notes=remote_inputs_notes(cfg, data_file, source_files))
+
+
+def _yaml_value(value: Any) -> str:
+    """A value as params.yaml spells it (true, null, 16, a path)."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return str(value)
+
+
+def cpu_check_summary(name: str, check: CpuCheck) -> str:
+    """What `powerflow preset apply NAME --model DIR` prints: the file, each override, the notes, what next."""
+    lines = [f"wrote {check.path}: preset {name} merged over it with the CPU-check overrides (validated):"]
+    width = max((len(o.key) for o in check.overrides), default=0)
+    lines += [f"  {o.key:{width}s}  {_yaml_value(o.before)} -> {_yaml_value(o.after)}" for o in check.overrides]
+    lines += [f"note: {note}" for note in check.notes]
+    lines.append(f"run `dvc repro report` to check the preset's configuration on this CPU; then "
+                 f"`powerflow preset apply {name}` (without --model) writes the GPU run's params.")
+    return "\n".join(lines)

@@ -1,6 +1,8 @@
 """Parameter presets (powerflow/presets/*.yaml): each merges over the repository's params.yaml
 and validates, offline; the GPU presets ask for the settings that fit them on one 80 GB GPU; a
-preset that does not validate leaves params.yaml byte for byte as it was."""
+preset that does not validate leaves params.yaml byte for byte as it was. The CPU check of every
+preset (apply_cpu_check, `preset apply NAME --model DIR`) validates with its overrides and keeps
+the rest of the preset."""
 
 import shutil
 import socket
@@ -9,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from powerflow.config import ConfigError, load_pipeline_config
-from powerflow.presets import (UnknownPresetError, apply_preset, get_preset, merge_overlay, merged_params_text,
-                               preset_names)
+from powerflow.config import ConfigError, UserError, load_pipeline_config
+from powerflow.presets import (CPU_STEPS, UnknownPresetError, apply_cpu_check, apply_preset, cpu_check_summary,
+                               cpu_gradient_accumulation, get_preset, merge_overlay, merged_params_text,
+                               parse_source_options, preset_names)
 
 ROOT = Path(__file__).resolve().parents[2]
 SINGLE_GPU = ["qwen2.5-math-7b-alpha4", "llama-3.1-8b-instruct-alpha2-reasoning",
@@ -133,3 +136,152 @@ def test_merge_replaces_lists_and_scalars_and_merges_mappings():
     overlay = {"sweep": {"alphas": [4.0]}, "data": {"columns": {"prompt": "problem"}}}
     assert merge_overlay(base, overlay) == {
         "sweep": {"alphas": [4.0], "name": "a"}, "data": {"columns": {"id": "uid", "prompt": "problem"}}, "x": 1}
+
+
+# ------------------------------------------------------------------------------ the CPU check
+def _model_dir(path: Path) -> Path:
+    """A folder that passes --model's check (a config.json): the check itself never loads the model."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text("{}")
+    return path
+
+
+def _gpu_form(project: Path, name: str):
+    """The preset applied as it is (the GPU run's config), in a copy of `project`."""
+    copy = project.parent / f"{project.name}-gpu"
+    shutil.copytree(project, copy)
+    apply_preset(name, copy / "params.yaml")
+    return load_pipeline_config(copy / "params.yaml")
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_the_cpu_check_of_every_preset_validates_with_the_overrides(project, no_network, name):
+    model = _model_dir(project / "tiny-model")
+    gpu = _gpu_form(project, name)
+    check = apply_cpu_check(name, project / "params.yaml", model)
+    cfg = load_pipeline_config(project / "params.yaml")
+
+    assert cfg.model.name_or_path == str(model.resolve())
+    t = cfg.train
+    assert not t.use_vllm and not t.bf16 and t.accelerate_config is None and t.num_processes is None
+    assert cfg.evaluate.backend == "transformers"
+    assert t.steps == CPU_STEPS and t.save_steps <= t.steps
+    assert t.prompts_per_step * t.num_generations <= 4 and t.max_completion_length <= 16
+    completions = t.prompts_per_step * t.num_generations
+    assert completions % t.gradient_accumulation_steps == 0
+    assert (completions // t.gradient_accumulation_steps) % t.num_generations == 0  # micro-batches of whole groups
+    assert (t.gradient_accumulation_steps > 1) == (gpu.train.gradient_accumulation_steps > 1)
+    e = cfg.evaluate
+    assert e.n_samples == 2 and e.max_new_tokens <= 16 and e.max_prompts_per_family == 2
+    assert e.diagnostics_prompts <= 2 and e.diagnostics_samples == 2
+    assert cfg.baselines.mcmc_max_new_tokens <= 16 and cfg.baselines.mcmc_blocks <= 2
+
+    # the preset's own configuration is kept: an error in it still surfaces on the CPU
+    assert cfg.sweep == gpu.sweep and cfg.report == gpu.report and cfg.tracking == gpu.tracking
+    assert cfg.data == gpu.data  # prompt_format, columns, system prompt, families, source
+    assert e.benchmarks == gpu.evaluate.benchmarks and e.sources == gpu.evaluate.sources
+    for key in ("logz", "logz_learning_rate", "lora_r", "lora_alpha", "learning_rate", "families", "base_mix",
+                "gradient_checkpointing", "huber_delta", "lr_schedule", "vllm_mode"):
+        assert getattr(t, key) == getattr(gpu.train, key), key
+    assert (cfg.baselines.train, cfg.baselines.inference, cfg.baselines.alphas) == (
+        gpu.baselines.train, gpu.baselines.inference, gpu.baselines.alphas)
+
+    changed = {o.key: (o.before, o.after) for o in check.overrides}
+    assert changed["model.name_or_path"] == (gpu.model.name_or_path, str(model.resolve()))
+    assert changed["train.use_vllm"] == (True, False) and changed["evaluate.backend"] == ("vllm", "transformers")
+    summary = cpu_check_summary(name, check)
+    assert "train.use_vllm" in summary and "true -> false" in summary and "dvc repro report" in summary
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_data_and_sources_replace_the_hub_inputs_and_keep_the_column_mapping(project, tmp_path_factory, name):
+    gpu = _gpu_form(project, name)
+    (project / "prompts.jsonl").write_text('{"problem": "1+1?"}\n')
+    outside = tmp_path_factory.mktemp("benchmarks")
+    sources = {}
+    for benchmark in gpu.evaluate.benchmarks:
+        (outside / f"{benchmark}.jsonl").write_text("{}\n")
+        sources[benchmark] = str(outside / f"{benchmark}.jsonl")
+    check = apply_cpu_check(name, project / "params.yaml", _model_dir(project / "m"), data=str(project / "prompts.jsonl"),
+                            sources=sources)
+    cfg = load_pipeline_config(project / "params.yaml")
+    assert cfg.data.source == "prompts.jsonl"  # inside the project: stored relative to it
+    assert cfg.data.columns == gpu.data.columns and cfg.data.hf_split == gpu.data.hf_split
+    assert cfg.evaluate.sources == {b: str((outside / f"{b}.jsonl").resolve()) for b in gpu.evaluate.benchmarks}
+    assert not check.notes  # nothing is read from the hub any more
+
+
+def test_the_cpu_check_notes_what_is_still_read_from_the_hub(project):
+    check = apply_cpu_check("llama-3.1-8b-instruct-alpha2-reasoning", project / "params.yaml",
+                            _model_dir(project / "m"))
+    notes = "\n".join(check.notes)
+    assert "hf:DigitalLearningGmbH/MATH-lighteval" in notes and "--data FILE" in notes
+    assert "--source math500=FILE" in notes and "--source gpqa_diamond=FILE" in notes
+    creative = apply_cpu_check("llama-3.1-8b-instruct-alpha0.5-creative", project / "params.yaml",
+                               _model_dir(project / "m"))
+    assert any("evaluate.sources.coverageqa=data/benchmarks/CoverageQA.json: no such file" in n for n in creative.notes)
+
+
+def test_cpu_check_keeps_section_headers_above_their_sections(project):
+    apply_cpu_check("qwen2.5-math-7b-alpha4", project / "params.yaml", _model_dir(project / "m"))
+    lines = (project / "params.yaml").read_text().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("# Baselines on the same model"))
+    assert lines[header + 2] == "baselines:"  # evaluate.max_prompts_per_family went into evaluate, above it
+    evaluate = lines[lines.index("evaluate:"):header]
+    assert "  max_prompts_per_family: 2" in evaluate
+
+
+def test_cpu_gradient_accumulation_keeps_the_presets_accumulation_path():
+    assert cpu_gradient_accumulation(1) == 1
+    assert cpu_gradient_accumulation(8) == cpu_gradient_accumulation(16) == 2
+
+
+def _unchanged_after(project: Path, error, match: str, *args, **kwargs):
+    params = project / "params.yaml"
+    before = sorted(p.name for p in project.iterdir()), params.read_bytes()
+    with pytest.raises(error, match=match):
+        apply_cpu_check(*args, **kwargs)
+    assert (sorted(p.name for p in project.iterdir()), params.read_bytes()) == before  # no temporary file left
+
+
+def test_cpu_check_of_an_unknown_preset_is_one_error_and_writes_nothing(project):
+    _unchanged_after(project, UnknownPresetError, r"no preset named 'qwen-70b'.*qwen2.5-math-7b-alpha4",
+                     "qwen-70b", project / "params.yaml", _model_dir(project / "m"))
+
+
+def test_cpu_check_with_a_missing_model_directory_is_one_error_and_writes_nothing(project):
+    _unchanged_after(project, UserError, r"--model .*no-such-model: no such directory.*save_pretrained",
+                     "qwen2.5-math-7b-alpha4", project / "params.yaml", project / "no-such-model")
+    (project / "empty").mkdir()
+    _unchanged_after(project, UserError, r"--model .*empty.*no config.json",
+                     "qwen2.5-math-7b-alpha4", project / "params.yaml", project / "empty")
+
+
+@pytest.mark.parametrize("data, sources, match", [
+    ("missing.jsonl", {}, r"--data missing.jsonl: no such file"),
+    ("prompts.txt", {}, r"--data prompts.txt: use a \.jsonl, \.csv, \.parquet file"),
+    (None, {"gpqa_diamond": "b.jsonl"}, r"--source gpqa_diamond=.*does not evaluate gpqa_diamond.*math500"),
+    (None, {"math500": "missing.jsonl"}, r"--source math500=missing.jsonl: no such file"),
+])
+def test_cpu_check_refuses_bad_data_and_source_files(project, monkeypatch, data, sources, match):
+    monkeypatch.chdir(project)
+    (project / "prompts.txt").write_text("x")
+    (project / "b.jsonl").write_text("{}\n")
+    _unchanged_after(project, UserError, match, "qwen2.5-math-7b-alpha4", project / "params.yaml",
+                     _model_dir(project / "m"), data=data, sources=sources)
+
+
+def test_a_preset_that_does_not_validate_as_it_is_fails_its_cpu_check_too(tmp_path):
+    """The GPU run of the 8-GPU preset needs infra/accelerate/ddp.yaml; the CPU check says so, though it
+    runs without accelerate."""
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    _unchanged_after(tmp_path, ConfigError, r"qwen2.5-math-7b-alpha4-8gpu.*unchanged.*accelerate",
+                     "qwen2.5-math-7b-alpha4-8gpu", tmp_path / "params.yaml", _model_dir(tmp_path / "m"))
+
+
+def test_parse_source_options():
+    assert parse_source_options(["math500=a.jsonl", " coverageqa = b.json "]) == {"math500": "a.jsonl",
+                                                                                 "coverageqa": "b.json"}
+    for bad in (["math500"], ["=a.jsonl"], ["math500="], ["math500=a.jsonl", "math500=b.jsonl"]):
+        with pytest.raises(UserError, match="--source"):
+            parse_source_options(bad)
