@@ -67,7 +67,8 @@ _HOME: dict[str, str] = {
     "EVAL_TAG_METRICS": "register", "evaluated_checkpoint": "register", "evaluation_tags": "register",
     "register_baseline": "register", "register_checkpoint_of": "register", "register_policy": "register",
     "StaleEvaluationError": "register",
-    "ALPHA_PLOT_COLUMNS": "report", "collect_runs": "report", "evaluation_metrics": "report", "groups_summary": "report", "record_report": "report",
+    "ALPHA_PLOT_COLUMNS": "report", "collect_runs": "report", "evaluation_metrics": "report",
+    "groups_summary": "report", "record_report": "report",
     "report_sweep": "report", "set_registry_aliases": "report", "write_alpha_means_csv": "report",
     "write_alpha_metrics_csv": "report", "write_sweep_report": "report",
 }
