@@ -74,7 +74,8 @@ def world_scorers(repeats: int) -> dict:
     from powerflow.eval.diversity import diversity_metrics, load_embedder
     from powerflow.eval.generation import generate_completions
     from powerflow.eval.grading import family_graders
-    from powerflow.pipeline import base_model_source, load_causal_lm, load_tokenizer, prepared_split
+    from powerflow.pipeline.evaluate import prepared_split
+    from powerflow.pipeline.loading import base_model_source, load_causal_lm, load_tokenizer
 
     cfg = load_pipeline_config("params.yaml")
     ecfg = cfg.evaluate

@@ -38,8 +38,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from powerflow.config import load_pipeline_config
-    from powerflow.pipeline import (base_model_source, evaluation_rows, layout_of, load_causal_lm, load_tokenizer,
-                                    method_sampler, run_name)
+    from powerflow.pipeline.evaluate import evaluation_rows, method_sampler
+    from powerflow.pipeline.layout import layout_of
+    from powerflow.pipeline.loading import base_model_source, load_causal_lm, load_tokenizer
     from powerflow.sampling.temperature import low_temperature_sampler
 
     cfg = load_pipeline_config("params.yaml")
@@ -48,7 +49,7 @@ def main() -> None:
     tok = load_tokenizer(base_model_source(cfg))
     base = load_causal_lm(base_model_source(cfg))
     objective = args.objective or cfg.sweep.objectives[0]
-    policy = load_causal_lm(str(layout_of(cfg).policy(run_name(args.alpha, objective, args.seed))))
+    policy = load_causal_lm(str(layout_of(cfg).policy(cfg.sweep.member(args.alpha, objective, args.seed, listed=False).name)))
     plain = low_temperature_sampler(1.0, e.max_new_tokens, e.batch_size)  # temperature 1 = plain sampling
     mcmc = method_sampler(cfg, {"method": "mcmc", "alpha": float(args.alpha)})
     methods = {

@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.pipeline_project import make_project, run
 from powerflow.orchestration import local_prefect_server
-from tests.pipeline_project import make_project, run
 
 STAGES = {"report": ["powerflow", "report"], "evaluate-base": ["powerflow", "evaluate", "--run", "base"]}
 

@@ -56,7 +56,9 @@ def run_child(kind: str, steps: int, warmup: int, seed: int) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from powerflow.trainer import PowerFlowConfig, PowerFlowTrainer
+    from powerflow.config.train import TrainConfig, trl_arguments
+    from powerflow.member import Member
+    from powerflow.trainer import PowerFlowTrainer, trainer_config
     from powerflow.world.enumerable import build_model, build_tokenizer
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
@@ -65,33 +67,22 @@ def run_child(kind: str, steps: int, warmup: int, seed: int) -> dict:
     prompts = ["a b c", "d e f g", "h i", "j k l m n"]
     dataset = Dataset.from_dict({"prompt": prompts * (steps * 2)})
     workdir = tempfile.TemporaryDirectory(prefix=f"bench-{kind}-")
-    common = dict(
-        output_dir=workdir.name,
-        per_device_train_batch_size=32,
-        num_generations=8,
-        max_completion_length=24,
-        max_steps=steps,
-        learning_rate=1e-4,
-        gradient_checkpointing=False,
-        bf16=False,
-        use_cpu=True,
-        report_to="none",
-        logging_steps=10_000,
-        save_strategy="no",
-        seed=seed,
-        disable_tqdm=True,
-        beta=0.0,
-        # Every completion is exactly max_completion_length tokens (EOS suppressed until then), so both
-        # trainers do the same generation work each step whatever their policies learn about length.
-        generation_kwargs={"min_new_tokens": 24},
-    )
+    # One budget for both trainers (powerflow.config.train): 4 prompts x G = 8 a step, lr 1e-4, constant.
+    budget = TrainConfig(steps=steps, prompts_per_step=4, num_generations=8, max_completion_length=24,
+                         learning_rate=1e-4, lr_schedule="constant", seed=seed, logz="group" if kind == "powerflow-group"
+                         else "head")
+    # Every completion is exactly max_completion_length tokens (EOS suppressed until then), so both
+    # trainers do the same generation work each step whatever their policies learn about length.
+    overrides = dict(use_cpu=True, logging_steps=10_000, save_strategy="no", disable_tqdm=True,
+                     generation_kwargs={"min_new_tokens": 24})
     lora = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0)
     if kind == "grpo":
-        trainer = GRPOTrainer(model=model, reward_funcs=_length_reward, args=GRPOConfig(**common),
+        args = GRPOConfig(beta=0.0, **(trl_arguments(budget, workdir.name, seed=seed) | overrides))
+        trainer = GRPOTrainer(model=model, reward_funcs=_length_reward, args=args,
                               train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
     else:
-        logz = "group" if kind == "powerflow-group" else "head"
-        trainer = PowerFlowTrainer(model=model, args=PowerFlowConfig(alpha=4.0, logz=logz, **common),
+        args = trainer_config(budget, Member(4.0, "la_tb", seed), workdir.name, **overrides)
+        trainer = PowerFlowTrainer(model=model, args=args,
                                    train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
 
     stamps: list[float] = []

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.servers import mlflow_server, moto_s3_server
+from powerflow.servers import mlflow_server, moto_s3_server
 
 PHASES = ("run", "steps", "register", "download")
 BUCKET = "powerflow"

@@ -13,7 +13,7 @@ from prefect import flow
 
 from flows.stages import (base_flow, evaluate_flow, load_config, prepare_flow, register_baseline_flow, register_flow,
                           report_flow, train_baseline_flow, train_flow)
-from powerflow.pipeline import BASE_RUN, baseline_runs, run_name, sweep_members
+from powerflow.pipeline.layout import BASE_RUN, baseline_runs
 
 
 @flow(name="powerflow-pipeline")
@@ -25,10 +25,10 @@ def powerflow_pipeline(alphas: list[float] | None = None, objectives: list[str] 
     prepare_flow(params)
     base_flow(params)
     evaluate_flow(BASE_RUN, params)
-    for alpha, objective, seed in sweep_members(cfg):
-        train_flow(alpha, objective, seed, params)
-        evaluate_flow(run_name(alpha, objective, seed), params)
-        register_flow(alpha, objective, seed, params)
+    for member in cfg.sweep.members:
+        train_flow(member.alpha, member.objective, member.seed, params)
+        evaluate_flow(member.name, params)
+        register_flow(member.alpha, member.objective, member.seed, params)
     for run in baseline_runs(cfg):
         if run["trained"]:
             train_baseline_flow(run["method"], params)

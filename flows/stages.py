@@ -12,8 +12,10 @@ from pathlib import Path
 
 from prefect import flow
 
-from powerflow import pipeline
 from powerflow.config import PipelineConfig, load_pipeline_config
+from powerflow.pipeline.evaluate import evaluate_member
+from powerflow.pipeline.report import report_sweep
+from powerflow.pipeline.train import train_baseline_member, train_member
 from tasks import steps
 
 
@@ -43,18 +45,18 @@ def base_flow(params: str = "params.yaml") -> dict:
 
 
 @flow(name="train")
-def train_flow(alpha: float | str, objective: str = "la_tb", seed: int | None = None,
+def train_flow(alpha: float, objective: str | None = None, seed: int | None = None,
                params: str = "params.yaml") -> dict:
-    """Fine-tune one policy toward p_base^α with training seed `seed` (default: sweep.seeds' only seed),
-    logging to its MLflow child run."""
+    """Fine-tune one policy toward p_base^α with `objective` and training seed `seed` (default: the
+    sweep's only objective / seed), logging to its MLflow child run."""
     cfg = load_config(params)
-    return pipeline.train_member(cfg, alpha, objective, pipeline.member_seed(cfg, seed), step=steps.as_task)
+    return train_member(cfg, cfg.sweep.member(alpha, objective, seed, listed=False), step=steps.as_task)
 
 
 @flow(name="train-baseline")
 def train_baseline_flow(method: str, params: str = "params.yaml") -> dict:
     """Fine-tune a training-time baseline (grpo or empo) on the same budget, logging to its own run."""
-    return pipeline.train_baseline_member(load_config(params), method, step=steps.as_task)
+    return train_baseline_member(load_config(params), method, step=steps.as_task)
 
 
 @flow(name="register-baseline")
@@ -64,19 +66,19 @@ def register_baseline_flow(method: str, params: str = "params.yaml") -> dict:
 
 
 @flow(name="register")
-def register_flow(alpha: float | str, objective: str = "la_tb", seed: int | None = None,
+def register_flow(alpha: float, objective: str | None = None, seed: int | None = None,
                   params: str = "params.yaml") -> dict:
     """Register one trained policy (α, objective, seed) in the MLflow Model Registry once it is evaluated
     (idempotent)."""
     cfg = load_config(params)
-    return steps.register_policy(cfg, alpha, objective, pipeline.member_seed(cfg, seed))
+    return steps.register_policy(cfg, cfg.sweep.member(alpha, objective, seed, listed=False))
 
 
 @flow(name="evaluate")
 def evaluate_flow(run: str, params: str = "params.yaml") -> dict:
     """Evaluate the base model (run="base"), a sweep member's or trained baseline's checkpoint (before it
     is registered), or an inference-time baseline (run="mcmc-4.0", "low_temperature-4.0", "verbalized")."""
-    return pipeline.evaluate_member(load_config(params), run, step=steps.as_task)
+    return evaluate_member(load_config(params), run, step=steps.as_task)
 
 
 @flow(name="evaluate-registered")
@@ -91,4 +93,4 @@ def report_flow(params: str = "params.yaml", alphas: list[float] | None = None,
                 seeds: list[int] | None = None) -> dict:
     """Compare the sweep: Markdown report and plots (seed means with several seeds), registry aliases,
     report logged to the parent run."""
-    return pipeline.report_sweep(load_config(params, alphas, objectives, seeds), notes or [], step=steps.as_task)
+    return report_sweep(load_config(params, alphas, objectives, seeds), notes or [], step=steps.as_task)

@@ -1,6 +1,6 @@
 """What powerflow agrees to load as a model: safetensors weights that match their config, no foreign code.
 
-Every model the pipeline loads goes through `powerflow.pipeline.load_causal_lm`, which calls these
+Every model the pipeline loads goes through `powerflow.pipeline.loading.load_causal_lm`, which calls these
 checks around `from_pretrained`:
 
     check_checkpoint_dir(path, trust_remote_code)   # before: weights format, file headers, auto_map

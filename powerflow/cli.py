@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from powerflow.errors import ConfigError, UserError
-from powerflow.config import load_exact_config
+from powerflow.config.sections import load_exact_config
 
 EXIT_USAGE = 2
 
@@ -120,91 +120,83 @@ def run_stage(args: argparse.Namespace, stage: str, direct, flow_name: str, **kw
 
 def cmd_prepare(args):
     """Load the prompt source, validate it with Great Expectations, write data/prepared/."""
-    from powerflow import pipeline
+    from powerflow.pipeline.prepare import prepare_prompts
     from powerflow.timing import measured
 
-    manifest = run_stage(args, "prepare", measured(pipeline.prepare_prompts), "prepare_flow")
+    manifest = run_stage(args, "prepare", measured(prepare_prompts), "prepare_flow")
     print(f"prepared prompts: {json.dumps(manifest.get('rows', {}))}, sha256 {manifest.get('prompts_sha256', '')[:12]}")
     return 0
 
 
 def cmd_pretrain(args):
     """Pretrain the embedded world's base model into models/base/ (skipped for hub/local models)."""
-    from powerflow import pipeline
+    from powerflow.pipeline.base import pretrain_base
     from powerflow.timing import measured
 
-    metrics = run_stage(args, "base", measured(pipeline.pretrain_base), "base_flow")
+    metrics = run_stage(args, "base", measured(pretrain_base), "base_flow")
     print(json.dumps(metrics, indent=1, default=str))
     return 0
 
 
 def cmd_train(args):
     """Fine-tune one policy toward p_base^alpha (--alpha) or a baseline (--method grpo|empo); log it to MLflow."""
-    from powerflow import pipeline
+    from powerflow.pipeline.layout import check_baseline
+    from powerflow.pipeline.train import train_baseline_member, train_member
     from powerflow.timing import measured
 
     if args.method:
-        method = pipeline.check_baseline(args.method)
-        summary = run_stage(args, "train", lambda cfg: pipeline.train_baseline_member(cfg, method, step=measured),
+        method = check_baseline(args.method)
+        summary = run_stage(args, "train", lambda cfg: train_baseline_member(cfg, method, step=measured),
                             "train_baseline_flow", method=method)
         print(json.dumps(summary, indent=1, default=str))
         return 0
-    alpha, seed, objective = pipeline.alpha_label(args.alpha), member_seed_of(args), member_objective_of(args)
-    summary = run_stage(args, "train",
-                        lambda cfg: pipeline.train_member(cfg, alpha, objective, seed, step=measured),
-                        "train_flow", alpha=alpha, objective=objective, seed=seed)
+    member = member_of(args)
+    summary = run_stage(args, "train", lambda cfg: train_member(cfg, member, step=measured),
+                        "train_flow", alpha=member.alpha, objective=member.objective, seed=member.seed)
     print(json.dumps(summary, indent=1, default=str))
     return 0
 
 
 def cmd_register(args):
     """Register an evaluated policy or baseline (--method) in the MLflow Model Registry (idempotent)."""
-    from powerflow import pipeline
+    from powerflow.pipeline.layout import check_baseline
+    from powerflow.pipeline.register import register_baseline, register_policy
     from powerflow.timing import measured
 
     if args.method:
-        method = pipeline.check_baseline(args.method)
-        record = run_stage(args, "register", lambda cfg: measured(pipeline.register_baseline)(cfg, method),
+        method = check_baseline(args.method)
+        record = run_stage(args, "register", lambda cfg: measured(register_baseline)(cfg, method),
                            "register_baseline_flow", method=method)
         print(f"registered {record['name']} version {record['version']} ({'new' if record['created'] else 'existing'})")
         return 0
-    alpha, seed, objective = pipeline.alpha_label(args.alpha), member_seed_of(args), member_objective_of(args)
-    record = run_stage(args, "register",
-                       lambda cfg: measured(pipeline.register_policy)(cfg, alpha, objective, seed),
-                       "register_flow", alpha=alpha, objective=objective, seed=seed)
+    member = member_of(args)
+    record = run_stage(args, "register", lambda cfg: measured(register_policy)(cfg, member),
+                       "register_flow", alpha=member.alpha, objective=member.objective, seed=member.seed)
     print(f"registered {record['name']} version {record['version']} ({'new' if record['created'] else 'existing'})")
     return 0
 
 
-def member_seed_of(args: argparse.Namespace) -> int:
-    """--seed, or sweep.seeds' only seed when it is not given (required when sweep.seeds has several)."""
-    from powerflow import pipeline
+def member_of(args: argparse.Namespace):
+    """The sweep member --alpha/--objective/--seed name (objective and seed may be left out when the
+    sweep has only one): α is parsed here, once, and looked up in params.yaml's sweep."""
     from powerflow.config import load_pipeline_config
 
-    if args.seed is not None:
-        return pipeline.check_seed(args.seed)
-    return pipeline.member_seed(load_pipeline_config(args.params), None)
-
-
-def member_objective_of(args: argparse.Namespace) -> str:
-    """--objective, or sweep.objectives' only objective when it is not given (required when it lists several)."""
-    from powerflow import pipeline
-    from powerflow.config import load_pipeline_config
-
-    return pipeline.member_objective(load_pipeline_config(args.params), args.objective)
+    if args.alpha is None:
+        raise UserError("--alpha is required (or --method for a baseline): e.g. --alpha 4.0.")
+    return load_pipeline_config(args.params).sweep.member(args.alpha, args.objective, args.seed)
 
 
 def cmd_evaluate(args):
     """Evaluate the base model (--run base), a sweep member (--run alpha-4.0-la_tb-s0) or --model-uri."""
-    from powerflow import pipeline
+    from powerflow.pipeline.evaluate import evaluate_member, evaluate_registered
     from powerflow.timing import measured
 
     if args.model_uri:
         metrics = run_stage(args, "evaluate-registered",
-                            lambda cfg: measured(pipeline.evaluate_registered)(cfg, args.model_uri),
+                            lambda cfg: measured(evaluate_registered)(cfg, args.model_uri),
                             "evaluate_registered_flow", model_uri=args.model_uri)
     else:
-        metrics = run_stage(args, "evaluate", lambda cfg: pipeline.evaluate_member(cfg, args.run, step=measured),
+        metrics = run_stage(args, "evaluate", lambda cfg: evaluate_member(cfg, args.run, step=measured),
                             "evaluate_flow", run=args.run)
     print(json.dumps(metrics, indent=1, sort_keys=True, default=str))
     return 0
@@ -212,10 +204,10 @@ def cmd_evaluate(args):
 
 def cmd_report(args):
     """Compare the sweep: report.md, plots, registry aliases; log it to the sweep's parent run."""
-    from powerflow import pipeline
+    from powerflow.pipeline.report import report_sweep
     from powerflow.timing import measured
 
-    result = run_stage(args, "report", lambda cfg: pipeline.report_sweep(cfg, step=measured), "report_flow")
+    result = run_stage(args, "report", lambda cfg: report_sweep(cfg, step=measured), "report_flow")
     print(f"wrote {result['report']}; aliases: {json.dumps(result['aliases'])}")
     return 0
 
@@ -224,14 +216,14 @@ def cmd_sweep(args):
     """Run the α sweep end to end: a local Prefect server, `dvc repro report` (`dvc exp run -S ...` with
     --set-param), the table, the MLflow UI command."""
 
-    from powerflow import pipeline
     from powerflow.config import load_pipeline_config
     from powerflow.orchestration import local_prefect_server
+    from powerflow.pipeline.runs import tracking_experiment
 
     cfg = load_pipeline_config(args.params)
     if args.set_param:
         check_overrides(args.params, args.set_param)  # a bad override fails here, before DVC changes anything
-    pipeline.tracking_experiment(cfg)  # an unreachable tracking server fails here, before any work
+    tracking_experiment(cfg)  # an unreachable tracking server fails here, before any work
     root = cfg.project_root
     timing_dir = root / "outputs" / "timing"
     if timing_dir.is_dir():
@@ -273,7 +265,8 @@ def check_overrides(params_path: str, overrides: list[str]) -> None:
 
     import yaml
 
-    from powerflow.config import load_params, load_pipeline_config
+    from powerflow.config import load_pipeline_config
+    from powerflow.config.parse import load_params
 
     params = load_params(params_path)
     for item in overrides:
@@ -304,11 +297,13 @@ def check_overrides(params_path: str, overrides: list[str]) -> None:
 
 def sweep_summary(cfg, wall: float, prefect_startup: float) -> str:
     """The headline table, where the time went, and how to open the MLflow UI."""
-    from powerflow import pipeline, tracking
+    from powerflow import tracking
     from powerflow.io import write_json_atomic
+    from powerflow.pipeline.layout import layout_of
+    from powerflow.pipeline.report import collect_runs
     from powerflow.report.tables import headline_rows, headline_table_markdown
 
-    runs, _ = pipeline.collect_runs(cfg)
+    runs, _ = collect_runs(cfg)
     records = [json.loads(p.read_text()) for p in sorted((cfg.project_root / "outputs" / "timing").glob("*.json"))
                if p.name != "sweep.json"]
     overhead = sum(r["overhead_seconds"] for r in records)
@@ -322,7 +317,7 @@ def sweep_summary(cfg, wall: float, prefect_startup: float) -> str:
         f"pipeline time {wall / 60:.1f} min for {len(records)} stage commands that ran "
         f"(steps {timing['step_seconds']:.0f} s; imports + Prefect bookkeeping {overhead:.0f} s; "
         f"Prefect server start-up {prefect_startup:.0f} s)",
-        f"report: {pipeline.layout_of(cfg).report / 'report.md'}",
+        f"report: {layout_of(cfg).report / 'report.md'}",
         f"MLflow UI: {Path(sys.executable).with_name('mlflow')} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
         if uri.startswith("sqlite") else f"MLflow UI: {uri}",
     ])

@@ -168,16 +168,12 @@ def expected_length(log_p: torch.Tensor, length: torch.Tensor) -> float:
 
 
 def objective_target(
-    objective: str, log_p_base: torch.Tensor, length: torch.Tensor, alpha: float
+    name: str, log_p_base: torch.Tensor, length: torch.Tensor, alpha: float
 ) -> tuple[torch.Tensor, float | None]:
-    """(log target, λ or None) for an objective name: la_tb → tilted, tb → p_α, tb_token."""
-    if objective == "la_tb":
-        return length_tilted_target(log_p_base, length, alpha)
-    if objective == "tb":
-        return power_target(log_p_base, alpha), None
-    if objective == "tb_token":
-        return token_normalized_target(log_p_base, length, alpha), None
-    raise ValueError(f"unknown objective {objective!r}: choose one of la_tb, tb, tb_token")
+    """(log target, λ or None): the fixed point of the objective called `name` (powerflow.registry)."""
+    from powerflow.registry import objective
+
+    return objective(name).fixed_point(log_p_base, length, alpha)
 
 
 def exact_report(

@@ -11,14 +11,14 @@ a *weight* and a *reduction*, so the tests can state properties of each part sep
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-OBJECTIVES = ("la_tb", "tb", "tb_token")
-LOGZ_MODES = ("head", "group")
-VLLM_MODES = ("colocate", "server")  # how TRL runs the vLLM rollout engine (train.vllm_mode)
+from powerflow.exact import length_tilted_target, power_target, token_normalized_target
+from powerflow.registry import objective
 
 
 def sequence_log_prob(per_token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,7 @@ def length_aware_residual(
     alpha: float,
     psi: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """LA-TB residual (the default objective).
+    """LA-TB residual (an alternative to exact TB; its target is the length-tilted π*_λ).
 
         δ(y) = log Z'(q) + (1/|y|) log π_θ(y|q) − α · [ (1/|y|) log p_base(y|q) + ψ(y) ]
 
@@ -95,19 +95,37 @@ def token_normalized_residual(
     return log_z + log_pi - alpha * (log_p_base / length + psi)
 
 
-RESIDUALS = {
-    "la_tb": length_aware_residual,
-    "tb": trajectory_balance_residual,
-    "tb_token": token_normalized_residual,
-}
+@dataclass(frozen=True)
+class ResidualObjective:
+    """A built-in objective (powerflow.registry.Objective): a residual and its fixed point."""
+
+    name: str
+    summary: str
+    exact_power: bool
+    residual_of: Callable[..., torch.Tensor]
+    fixed_point_of: Callable[[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, float | None]]
+
+    def residual(self, log_z, log_pi, log_p_base, length, alpha, psi=None) -> torch.Tensor:
+        return self.residual_of(log_z, log_pi, log_p_base, length, alpha, psi)
+
+    def fixed_point(self, log_p_base, length, alpha) -> tuple[torch.Tensor, float | None]:
+        return self.fixed_point_of(log_p_base, length, alpha)
 
 
-def residual_fn(objective: str):
-    """The residual function for an objective name (one of OBJECTIVES)."""
-    try:
-        return RESIDUALS[objective]
-    except KeyError:
-        raise ValueError(f"unknown objective {objective!r}: choose one of {', '.join(OBJECTIVES)}") from None
+TRAJECTORY_BALANCE = ResidualObjective(
+    "tb", "trajectory balance: fixed point p_base^α exactly", True, trajectory_balance_residual,
+    lambda log_p, length, alpha: (power_target(log_p, alpha), None))
+LENGTH_AWARE_TB = ResidualObjective(
+    "la_tb", "length-aware TB: fixed point p_base^α e^{-λ|y|} (the length tilt)", False, length_aware_residual,
+    length_tilted_target)
+TOKEN_NORMALIZED_TB = ResidualObjective(
+    "tb_token", "token-normalised TB (ablation): fixed point ∝ p_base^{α/|y|}", False, token_normalized_residual,
+    lambda log_p, length, alpha: (token_normalized_target(log_p, length, alpha), None))
+
+
+def residual_fn(name: str) -> Callable[..., torch.Tensor]:
+    """The residual δ(log_z, log_pi, log_p_base, length, alpha, psi) of the objective called `name`."""
+    return objective(name).residual
 
 
 def importance_weight(

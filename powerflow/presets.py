@@ -56,7 +56,8 @@ from pathlib import Path
 from typing import Any
 
 from powerflow.errors import ConfigError, UserError
-from powerflow.config import load_params, load_pipeline_config
+from powerflow.config import load_pipeline_config
+from powerflow.config.parse import load_params
 from powerflow.data.config import FILE_EXTENSIONS
 from powerflow.io import write_text_atomic
 

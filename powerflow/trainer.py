@@ -26,6 +26,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -33,10 +34,11 @@ from transformers import PreTrainedModel, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import add_fused_lm_head, create_model_from_path, disable_dropout_in_model, pad
 
+from powerflow.arguments import VLLM_MODES, PowerFlowArguments
+from powerflow.config.train import TrainConfig, trl_arguments
+from powerflow.member import Member
+from powerflow.registry import objective as registered_objective
 from powerflow.objectives import (
-    LOGZ_MODES,
-    OBJECTIVES,
-    VLLM_MODES,
     LogZHead,
     completion_length,
     leave_one_out_log_z,
@@ -51,59 +53,33 @@ CONFIG_FILE = "powerflow_config.json"
 
 
 @dataclass
-class PowerFlowConfig(GRPOConfig):
+class PowerFlowConfig(PowerFlowArguments, GRPOConfig):
     """GRPOConfig plus the α-power objective. Rollouts always sample from π_θ at temperature 1.
+
+    The Power-Flow settings (logz, base_mix, huber_delta, ψ penalties, with their defaults and
+    checks) are PowerFlowArguments', shared with params.yaml's `train:`; this class adds the member's
+    α and objective. Build one for a sweep member with powerflow.config.train.trainer_config.
 
     `epsilon` and `epsilon_high` (GRPO's clip range) are reused as ε_low and ε_high of the
     sequence-level importance weight w = clip(π_θ/π_old, 1 − ε_low, 1 + ε_high).
     """
+
+    key_prefix: ClassVar[str] = "PowerFlowConfig"
 
     alpha: float = field(
         default=4.0,
         metadata={"help": "Power α of the target p_base(y|q)^α: > 1 sharpens (reasoning), < 1 flattens (diversity)."},
     )
     objective: str = field(
-        default="la_tb",
-        metadata={"help": "Residual: 'la_tb' (length-aware, default), 'tb' (exact p_α) or 'tb_token' (ablation)."},
-    )
-    logz: str = field(
-        default="head",
-        metadata={
-            "help": "log Z estimator: 'head' (learned MLP on pooled prompt hidden states) or 'group' "
-            "(parameter-free leave-one-out mean over the other samples of the prompt)."
-        },
-    )
-    logz_learning_rate: float = field(
-        default=1e-2, metadata={"help": "Learning rate of the log Z head's own parameter group."}
-    )
-    logz_hidden_size: int = field(default=64, metadata={"help": "Width of the log Z head's hidden layer."})
-    base_mix: float = field(
-        default=0.0,
-        metadata={"help": "Fraction of each prompt's num_generations rollouts sampled from the frozen base model "
-                          "instead of π_θ (off-policy exploration; TB's fixed point is unchanged because p_base "
-                          "covers the target's support). round(base_mix · G) per group: the adapter is switched off, or with full "
-                          "fine-tuning the frozen reference copy samples."},
-    )
-    huber_delta: float | None = field(
-        default=None,
-        metadata={"help": "None: squared loss w·δ². A number κ > 0: Huber loss (δ² inside |δ| ≤ κ, linear outside), "
-                          "so rare completions with huge residuals cannot dominate a step; same fixed point."},
-    )
-    format_pattern: str | None = field(
-        default=None,
-        metadata={"help": "Regex a completion must contain; when set, ψ(y) = format_penalty for those that don't."},
-    )
-    format_penalty: float = field(
-        default=-0.5, metadata={"help": "ψ for a completion missing `format_pattern` (per token for la_tb)."}
-    )
-    truncation_penalty: float = field(
-        default=0.0,
-        metadata={"help": "Added to ψ for completions that hit max_completion_length without EOS (0 = prefix score only)."},
+        default="tb",
+        metadata={"help": "An objective of powerflow.registry: 'tb' (exact p_α, the default), 'la_tb' "
+                          "(length-aware), 'tb_token' (ablation) or a plugin's."},
     )
 
     def __post_init__(self):
+        self.check_power_flow_arguments()
         self._validate_power_flow_fields()
-        super().__post_init__()
+        GRPOConfig.__post_init__(self)
 
     def _validate_power_flow_fields(self) -> None:
         """Refuse settings that would silently train toward the wrong target, naming the fix."""
@@ -112,12 +88,7 @@ class PowerFlowConfig(GRPOConfig):
                 f"PowerFlowConfig.alpha must be a finite number > 0, got {self.alpha!r}: use alpha > 1 to sharpen "
                 "(e.g. 4 for base models), alpha < 1 to flatten (e.g. 0.5), alpha = 1 to keep p_base."
             )
-        if self.objective not in OBJECTIVES:
-            raise ValueError(
-                f"PowerFlowConfig.objective={self.objective!r} is unknown: set it to one of {', '.join(OBJECTIVES)}."
-            )
-        if self.logz not in LOGZ_MODES:
-            raise ValueError(f"PowerFlowConfig.logz={self.logz!r} is unknown: set it to one of {', '.join(LOGZ_MODES)}.")
+        registered_objective(self.objective)  # a ConfigError naming the registered objectives when unknown
         eps_low = self.epsilon
         eps_high = self.epsilon if self.epsilon_high is None else self.epsilon_high
         if not (0.0 <= eps_low < 1.0) or not (eps_high >= 0.0):
@@ -152,23 +123,20 @@ class PowerFlowConfig(GRPOConfig):
             )
         if self.logz == "group" and (self.num_generations or 0) < 2:
             raise ValueError("PowerFlowConfig.logz='group' needs num_generations >= 2: raise num_generations or use logz='head'.")
-        if not (0.0 <= self.base_mix <= 1.0):
-            raise ValueError(f"PowerFlowConfig.base_mix={self.base_mix}: use a fraction in [0, 1] (0 = on-policy "
-                             "rollouts only; e.g. 0.25 samples a quarter of each group from the base).")
         if self.base_mix > 0 and self.use_vllm:
             raise ValueError("PowerFlowConfig.base_mix > 0 with use_vllm: the vLLM engine holds only the policy's "
                              "weights; set base_mix: 0 or use_vllm: false.")
-        if self.huber_delta is not None and not (math.isfinite(self.huber_delta) and self.huber_delta > 0):
-            raise ValueError(f"PowerFlowConfig.huber_delta={self.huber_delta}: set a number > 0 (e.g. 1.0) or None "
-                             "for the squared loss.")
-        for name in ("format_penalty", "truncation_penalty", "logz_learning_rate"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"PowerFlowConfig.{name} must be finite, got {getattr(self, name)}.")
-        if self.format_pattern is not None:
-            try:
-                re.compile(self.format_pattern)
-            except re.error as err:
-                raise ValueError(f"PowerFlowConfig.format_pattern is not a valid regex ({err}): fix the pattern.") from err
+
+
+def trainer_config(train: TrainConfig, member: Member, output_dir: str | Path, *,
+                   max_prompt_tokens: int | None = None, **overrides: Any) -> PowerFlowConfig:
+    """The PowerFlowConfig of one member: its α and objective, the Power-Flow settings and budget of
+    `train`, trained with the member's seed. `overrides` replace GRPOConfig settings (the exact check
+    and the benchmarks set e.g. logging or saving)."""
+    settings = trl_arguments(train, output_dir, seed=member.seed, max_prompt_tokens=max_prompt_tokens)
+    settings.update(train.power_flow_arguments())
+    settings.update(overrides)
+    return PowerFlowConfig(alpha=member.alpha, objective=member.objective, **settings)
 
 
 class _StepGuard(TrainerCallback):

@@ -11,7 +11,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from powerflow.config import ExactCheckConfig
+from powerflow.config.sections import ExactCheckConfig
+from powerflow.config.train import TrainConfig
+from powerflow.member import Member
 from powerflow.exact import enumerate_terminals, exact_report, kl_divergence, power_target
 
 
@@ -19,45 +21,32 @@ def _prompt_ids(tokenizer, prompt: str) -> list[int]:
     return tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
 
+def exact_train_config(cfg: ExactCheckConfig) -> TrainConfig:
+    """The exact check's budget as a `train:` section: one prompt, G samples a step, linear decay."""
+    return TrainConfig(steps=cfg.steps, prompts_per_step=1, num_generations=cfg.num_generations,
+                       max_completion_length=cfg.max_completion_length, learning_rate=cfg.learning_rate,
+                       lr_schedule="linear", logz=cfg.logz, logz_learning_rate=cfg.logz_learning_rate,
+                       lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, max_grad_norm=1.0, seed=cfg.seed)
+
+
 def trainer_for_enumerable(cfg: ExactCheckConfig, alpha: float, objective: str, output_dir: str | Path, **overrides):
     """A PowerFlowTrainer on a fresh random enumerable base, built from an ExactCheckConfig.
 
-    Returns (trainer, base TerminalSet, prompt ids). `overrides` go to PowerFlowConfig.
+    Returns (trainer, base TerminalSet, prompt ids). `overrides` go to PowerFlowConfig (trainer_config).
     """
     from datasets import Dataset
     from peft import LoraConfig
 
-    from powerflow.trainer import PowerFlowConfig, PowerFlowTrainer
+    from powerflow.trainer import PowerFlowTrainer, trainer_config
     from powerflow.world.enumerable import random_base
 
     model, tokenizer = random_base(seed=cfg.seed, n_symbols=cfg.n_symbols, init_scale=cfg.base_init_scale)
     prompt_ids = _prompt_ids(tokenizer, cfg.prompt)
     base = enumerate_terminals(model, prompt_ids, tokenizer.eos_token_id, cfg.max_completion_length)
-    settings = dict(
-        output_dir=str(output_dir),
-        alpha=alpha,
-        objective=objective,
-        logz=cfg.logz,
-        learning_rate=cfg.learning_rate,
-        logz_learning_rate=cfg.logz_learning_rate,
-        lr_scheduler_type="linear",
-        warmup_steps=0,
-        per_device_train_batch_size=cfg.num_generations,
-        num_generations=cfg.num_generations,
-        max_completion_length=cfg.max_completion_length,
-        max_steps=cfg.steps,
-        gradient_checkpointing=False,
-        bf16=False,
-        use_cpu=True,
-        report_to="none",
-        logging_steps=max(1, cfg.steps // 10),
-        save_strategy="no",
-        seed=cfg.seed,
-        disable_tqdm=True,
-        max_grad_norm=1.0,
-    )
-    settings.update(overrides)
-    args = PowerFlowConfig(**settings)
+    settings = dict(warmup_steps=0, use_cpu=True, logging_steps=max(1, cfg.steps // 10), save_strategy="no",
+                    disable_tqdm=True)
+    args = trainer_config(exact_train_config(cfg), Member(alpha, objective, cfg.seed), output_dir,
+                          **(settings | overrides))
     peft_config = None
     if cfg.lora_r > 0:
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", lora_dropout=0.0)

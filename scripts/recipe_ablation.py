@@ -63,9 +63,13 @@ def run_one(variant: str, alpha: float, seed: int, curve_every: int) -> dict:
     from peft import LoraConfig
     from transformers import TrainerCallback
 
-    from powerflow import pipeline
     from powerflow.config import load_pipeline_config
-    from powerflow.trainer import PowerFlowTrainer
+    from powerflow.pipeline.evaluate import evaluation_rows
+    from powerflow.pipeline.layout import layout_of
+    from powerflow.pipeline.loading import load_causal_lm, load_tokenizer
+    from powerflow.member import Member
+    from powerflow.pipeline.train import training_prompts
+    from powerflow.trainer import PowerFlowTrainer, trainer_config
     from powerflow.world import oracle
 
     torch.set_num_threads(1)
@@ -73,14 +77,15 @@ def run_one(variant: str, alpha: float, seed: int, curve_every: int) -> dict:
     objective = settings.pop("objective")
     cfg = load_pipeline_config(ROOT / "params.yaml")
     cfg = replace(cfg, train=replace(cfg.train, **settings, save_steps=10**6))
-    lay = pipeline.layout_of(cfg)
-    tokenizer = pipeline.load_tokenizer(str(lay.base_model))
-    base = pipeline.load_causal_lm(str(lay.base_model))
-    supports = oracle.score_supports(cfg.world, base, tokenizer, pipeline.evaluation_rows(cfg))
+    lay = layout_of(cfg)
+    tokenizer = load_tokenizer(str(lay.base_model))
+    base = load_causal_lm(str(lay.base_model))
+    supports = oracle.score_supports(cfg.world, base, tokenizer, evaluation_rows(cfg))
     target = oracle.oracle_metrics(supports, alpha, "tb")
-    prompts, _ = pipeline.training_prompts(cfg)
+    prompts, _ = training_prompts(cfg)
     workdir = ROOT / "outputs" / "ablation" / "work" / f"{variant}-{alpha}-{seed}"
-    args = pipeline.trainer_arguments(cfg, alpha, objective, workdir, seed=seed)
+    args = trainer_config(cfg.train, Member(alpha, objective, seed), workdir,
+                          max_prompt_tokens=cfg.data.max_prompt_tokens)
     args.disable_tqdm = True
     curve: list[dict] = []
 
@@ -97,7 +102,7 @@ def run_one(variant: str, alpha: float, seed: int, curve_every: int) -> dict:
 
     peft = None if cfg.train.lora_r == 0 else LoraConfig(
         r=cfg.train.lora_r, lora_alpha=cfg.train.lora_alpha, target_modules="all-linear", lora_dropout=0.0)
-    trainer = PowerFlowTrainer(model=pipeline.load_causal_lm(str(lay.base_model)), args=args,
+    trainer = PowerFlowTrainer(model=load_causal_lm(str(lay.base_model)), args=args,
                                train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tokenizer,
                                peft_config=peft, callbacks=[ExactCurve()])
     start = time.perf_counter()

@@ -12,8 +12,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from powerflow import pipeline
 from powerflow.errors import UserError
+from powerflow.pipeline import base, evaluate, prepare, register, report, train
 from powerflow.timing import measured
 
 
@@ -43,24 +43,24 @@ def _tracking(fn, name: str):
 
 
 def as_task(fn):
-    """The Prefect task of a pipeline step (a `powerflow.pipeline.Step`, for the stage chains)."""
+    """The Prefect task of a pipeline step (a `powerflow.pipeline.layout.Step`, for the stage chains)."""
     return _TASK_OF[fn]
 
 
-prepare_prompts = _compute(pipeline.prepare_prompts, "prepare-prompts")
-pretrain_base = _compute(pipeline.pretrain_base, "pretrain-base")
-train_policy = _compute(pipeline.train_policy, "train-policy")
-train_baseline = _compute(pipeline.train_baseline, "train-baseline")
-evaluate_target = _compute(pipeline.evaluate_target, "evaluate")
-evaluate_registered = _compute(pipeline.evaluate_registered, "evaluate-registered")
-write_sweep_report = _compute(pipeline.write_sweep_report, "write-report")
+prepare_prompts = _compute(prepare.prepare_prompts, "prepare-prompts")
+pretrain_base = _compute(base.pretrain_base, "pretrain-base")
+train_policy = _compute(train.train_policy, "train-policy")
+train_baseline = _compute(train.train_baseline, "train-baseline")
+evaluate_target = _compute(evaluate.evaluate_target, "evaluate")
+evaluate_registered = _compute(evaluate.evaluate_registered, "evaluate-registered")
+write_sweep_report = _compute(report.write_sweep_report, "write-report")
 
-open_training_run = _tracking(pipeline.open_training_run, "open-training-run")
-close_training_run = _tracking(pipeline.close_training_run, "close-training-run")
-register_policy = _tracking(pipeline.register_policy, "register-policy")
-register_baseline = _tracking(pipeline.register_baseline, "register-baseline")
-open_member_run = _tracking(pipeline.open_member_run, "open-member-run")
-close_member_run = _tracking(pipeline.close_member_run, "close-member-run")
-record_evaluation = _tracking(pipeline.record_evaluation, "record-evaluation")
-set_registry_aliases = _tracking(pipeline.set_registry_aliases, "set-registry-aliases")
-record_report = _tracking(pipeline.record_report, "record-report")
+open_training_run = _tracking(train.open_training_run, "open-training-run")
+close_training_run = _tracking(train.close_training_run, "close-training-run")
+register_policy = _tracking(register.register_policy, "register-policy")
+register_baseline = _tracking(register.register_baseline, "register-baseline")
+open_member_run = _tracking(train.open_member_run, "open-member-run")
+close_member_run = _tracking(train.close_member_run, "close-member-run")
+record_evaluation = _tracking(evaluate.record_evaluation, "record-evaluation")
+set_registry_aliases = _tracking(report.set_registry_aliases, "set-registry-aliases")
+record_report = _tracking(report.record_report, "record-report")

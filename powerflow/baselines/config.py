@@ -12,7 +12,9 @@ import math
 from dataclasses import dataclass, field
 
 from powerflow.errors import ConfigError
+from powerflow.registry import baseline_names
 
+# The default lists; powerflow.registry holds every method that can be named (built-ins and plugins').
 TRAINED = ("grpo", "empo")  # training-time methods: fine-tuned, registered, evaluated like a policy
 INFERENCE = ("low_temperature", "mcmc")  # inference-time methods on the base model, one run per α
 
@@ -46,12 +48,12 @@ class BaselinesConfig:
     verbalized_k: int = field(default=5, metadata={"help": "Candidates per verbalized-sampling response."})
 
     def __post_init__(self):
-        bad_train = [m for m in self.train if m not in TRAINED]
-        if bad_train:
-            raise ConfigError(f"baselines.train has {bad_train}: use any of {', '.join(TRAINED)} (or []).")
-        bad_inference = [m for m in self.inference if m not in INFERENCE]
-        if bad_inference:
-            raise ConfigError(f"baselines.inference has {bad_inference}: use any of {', '.join(INFERENCE)} (or []).")
+        for key, kind in (("train", "trained"), ("inference", "inference")):
+            names = baseline_names(kind)
+            bad = [m for m in getattr(self, key) if m not in names]
+            if bad:
+                raise ConfigError(f"baselines.{key} has {bad}: use any of {', '.join(names)} (or [], or a plugin's: "
+                                  "params.yaml `plugins:`).")
         for alpha in self.alphas:
             if not (math.isfinite(alpha) and alpha > 0):
                 raise ConfigError(f"baselines.alphas has {alpha}: every α must be a finite number > 0.")

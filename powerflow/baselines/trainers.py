@@ -12,10 +12,12 @@ With a PEFT config and beta > 0 the KL reference is the same weights with the ad
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from powerflow.baselines.rewards import Graders, accuracy_reward, empo_reward
 from powerflow.errors import UserError
+from powerflow.registry import Baseline
 
 BASELINES = ("grpo", "empo")
 REWARD_NAMES = {"grpo": "accuracy", "empo": "semantic_entropy"}
@@ -128,3 +130,8 @@ def recipe(method: str, args, **extra: Any) -> dict:
         settings[name] = getattr(value, "value", value)  # enums (lr_scheduler_type) as their text
     settings.update(extra)
     return settings
+
+
+GRPO = Baseline("grpo", "trained", "GRPO with the gold-answer accuracy reward", partial(baseline_trainer, "grpo"))
+EMPO = Baseline("empo", "trained", "EMPO: semantic-entropy reward, no labels", partial(baseline_trainer, "empo"))
+

@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 
 from powerflow.errors import ConfigError
+from powerflow.table_files import TABLE_EXTENSIONS
 
 # Schema fields a source column can be mapped to (`data.columns`); only `prompt` is required.
 SCHEMA_FIELDS = ("id", "prompt", "family", "split", "answer")
-# File sources, by extension (anything else names a `datasets` id with "hf:" or the world).
-FILE_EXTENSIONS = (".jsonl", ".csv", ".parquet")
+# File sources, by extension: every table file powerflow.table_files reads (anything else names a
+# `datasets` id with "hf:" or the world).
+FILE_EXTENSIONS = TABLE_EXTENSIONS
 PROMPT_FORMATS = ("text", "chat")
 HF_PREFIX = "hf:"
 # `datasets` packaged builders need data_files; without them load_dataset scans the working

@@ -8,13 +8,13 @@ source and the fix.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
+from powerflow.data.config import DataConfig
 from powerflow.errors import UserError
-from powerflow.data.config import FILE_EXTENSIONS, DataConfig
+from powerflow.table_files import TableFileError, first_line, read_table_file, resolve_path
 
 
 class DataSourceError(UserError):
@@ -28,7 +28,7 @@ def load_source_table(cfg: DataConfig, project_root: str | Path, world_rows: lis
     elif cfg.hf_dataset is not None:
         table = _hf_table(cfg, Path(project_root))
     else:
-        table = _file_table(resolve_source_path(cfg.source, project_root))
+        table = _file_table(resolve_path(cfg.source, project_root))
     if table.empty:
         raise DataSourceError(
             f"prompt source {cfg.source!r} has no rows: point data.source at a table with at least one prompt."
@@ -36,68 +36,23 @@ def load_source_table(cfg: DataConfig, project_root: str | Path, world_rows: lis
     return table
 
 
-def resolve_source_path(source: str, project_root: str | Path) -> Path:
-    """A file or directory source as a path; relative paths resolve against the project root."""
-    path = Path(source).expanduser()
-    return path if path.is_absolute() else Path(project_root) / path
-
-
 def _world_table(world_rows: list[dict] | None) -> pd.DataFrame:
     if world_rows is None:
         raise DataSourceError(
             'data.source is "world" but no world prompt rows were given: the caller passes '
-            "powerflow.world.world_prompt_rows(...) as world_rows, or set data.source to a file or hf: dataset."
+            "powerflow.world.teacher.world_prompt_rows(...) as world_rows, or set data.source to a file or "
+            "hf: dataset."
         )
     return pd.DataFrame(list(world_rows))
 
 
 def _file_table(path: Path) -> pd.DataFrame:
-    """Read a .jsonl, .csv or .parquet file; every failure names the file and the fix."""
-    suffix = path.suffix.lower()
-    if suffix not in FILE_EXTENSIONS:
-        raise DataSourceError(
-            f"prompt file {path} has an unsupported extension {suffix or '(none)'}: "
-            f"convert it to one of {', '.join(FILE_EXTENSIONS)}."
-        )
-    if not path.is_file():
-        raise DataSourceError(
-            f"prompt file {path} not found: fix data.source in params.yaml (relative paths start at the "
-            "project root) or create the file."
-        )
+    """Read a .jsonl, .csv or .parquet file (powerflow.table_files); every failure names the file and the fix."""
     try:
-        if suffix == ".jsonl":
-            return _read_jsonl(path)
-        if suffix == ".csv":
-            # Strings throughout: ids like "007" keep their text, and numbers are never guessed.
-            return pd.read_csv(path, dtype=str)
-        return pd.read_parquet(path)
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
-        raise DataSourceError(
-            f"prompt file {path} could not be read as {suffix[1:]} ({_first_line(err)}): "
-            "check that the file is complete and in that format."
-        ) from err
-
-
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    """One JSON object per non-blank line; a bad line is reported with its line number."""
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataSourceError(
-                    f"prompt file {path} line {number} is not valid JSON ({err.msg}): fix or remove that line."
-                ) from err
-            if not isinstance(record, dict):
-                raise DataSourceError(
-                    f"prompt file {path} line {number} is a JSON {type(record).__name__}, not an object: "
-                    'write one object per line, e.g. {"prompt": "..."}.'
-                )
-            records.append(record)
-    return pd.DataFrame(records)
+        return read_table_file(path, "prompt file", missing="fix data.source in params.yaml (relative paths start "
+                               "at the project root) or create the file")
+    except TableFileError as err:
+        raise DataSourceError(str(err)) from err
 
 
 def _hf_table(cfg: DataConfig, project_root: Path) -> pd.DataFrame:
@@ -109,7 +64,7 @@ def _hf_table(cfg: DataConfig, project_root: Path) -> pd.DataFrame:
     import datasets  # heavy-ish (pyarrow, fsspec): only hf: sources pay for it
 
     name = cfg.hf_dataset
-    local = resolve_source_path(name, project_root)
+    local = resolve_path(name, project_root)
     target = str(local) if local.exists() else name
     try:
         if local.is_dir() and _is_saved_dataset(local):
@@ -121,7 +76,7 @@ def _hf_table(cfg: DataConfig, project_root: Path) -> pd.DataFrame:
     except Exception as err:  # datasets raises many types (ConnectionError, DatasetNotFoundError, ValueError, ...)
         raise DataSourceError(
             f"dataset {cfg.source!r} (config {cfg.hf_config!r}, split {cfg.hf_split!r}) could not be loaded "
-            f"({_first_line(err)}). This machine may be offline: use a dataset id already in the Hugging Face "
+            f"({first_line(err)}). This machine may be offline: use a dataset id already in the Hugging Face "
             "cache, a local dataset directory (\"hf:<dir>\"), or a .jsonl/.csv/.parquet file as data.source; "
             "check data.hf_config and data.hf_split."
         ) from err
@@ -131,8 +86,3 @@ def _hf_table(cfg: DataConfig, project_root: Path) -> pd.DataFrame:
 def _is_saved_dataset(directory: Path) -> bool:
     """True for a directory written by Dataset.save_to_disk or DatasetDict.save_to_disk."""
     return (directory / "state.json").is_file() or (directory / "dataset_dict.json").is_file()
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

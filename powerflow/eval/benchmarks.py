@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from powerflow.errors import UserError
+from powerflow.table_files import TableFileError, first_line, read_table_file, resolve_path
 
 KINDS = ("math", "multiple_choice", "open_qa", "creative")
 # MMLU-Pro has at most 10 options; its official answer extraction matches the letters A-J.
@@ -168,9 +169,7 @@ def _read_records(
     if Path(source).suffix.lower() in LOCAL_EXTENSIONS:
         path = Path(source).expanduser()
         if project_root is not None:
-            from powerflow.data.sources import resolve_source_path  # pandas: only file sources pay for it
-
-            path = resolve_source_path(str(path), project_root)
+            path = resolve_path(path, project_root)
         return _file_records(name, spec, path), f"file {path}"
     if spec.hub_id is None:
         raise BenchmarkError(
@@ -194,7 +193,7 @@ def _hub_records(name: str, spec: _Spec, hub_id: str) -> list[dict]:
     except Exception as err:  # datasets raises many types (ConnectionError, DatasetNotFoundError, ValueError, ...)
         raise BenchmarkError(
             f"benchmark {name!r}: dataset {hub_id!r} (config {config!r}, split {spec.hub_split!r}) could not be "
-            f"loaded ({_first_line(err)}). Offline (HF_HUB_OFFLINE=1) only cached datasets load: download it on a "
+            f"loaded ({first_line(err)}). Offline (HF_HUB_OFFLINE=1) only cached datasets load: download it on a "
             f"machine with internet (datasets.load_dataset) and copy the Hugging Face cache here, or pass a local "
             f"file via evaluate.sources.{name}; expected schema: {spec.schema}"
         ) from err
@@ -202,7 +201,7 @@ def _hub_records(name: str, spec: _Spec, hub_id: str) -> list[dict]:
 
 
 def _file_records(name: str, spec: _Spec, path: Path) -> list[dict]:
-    """A local .jsonl/.csv/.parquet file (read by powerflow.data.sources) or .json file as dicts."""
+    """A local .jsonl/.csv/.parquet file (read by powerflow.table_files) or .json file as dicts."""
     if not path.is_file():
         raise BenchmarkError(
             f"benchmark {name!r}: file {path} not found; fix evaluate.sources.{name} or create the file; "
@@ -210,14 +209,9 @@ def _file_records(name: str, spec: _Spec, path: Path) -> list[dict]:
         )
     if path.suffix.lower() == ".json":
         return _json_records(name, spec, path)
-    from powerflow.data.sources import (  # pandas: only file sources pay for it
-        DataSourceError,
-        _file_table,
-    )
-
     try:
-        table = _file_table(path)
-    except DataSourceError as err:
+        table = read_table_file(path)
+    except TableFileError as err:
         raise BenchmarkError(f"benchmark {name!r}: {err}") from err
     return [_plain(record) for record in table.to_dict("records")]
 
@@ -228,7 +222,7 @@ def _json_records(name: str, spec: _Spec, path: Path) -> list[dict]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise BenchmarkError(
-            f"benchmark {name!r}: file {path} could not be read as JSON ({_first_line(err)}); check that it is "
+            f"benchmark {name!r}: file {path} could not be read as JSON ({first_line(err)}); check that it is "
             "complete and valid JSON."
         ) from err
     if isinstance(data, dict):
@@ -300,11 +294,6 @@ def _index(value: Any) -> int | None:
 def _stable_hash(*parts: object) -> str:
     """sha256 hex digest of the parts joined by NUL: stable across processes (unlike hash())."""
     return hashlib.sha256("\0".join(str(p) for p in parts).encode("utf-8")).hexdigest()
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 # --- templates -----------------------------------------------------------------------------------

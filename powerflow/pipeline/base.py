@@ -23,6 +23,6 @@ def pretrain_base(cfg: PipelineConfig) -> dict:
             write_json_atomic({"name_or_path": cfg.model.name_or_path, "pretrained_here": False},
                               tmp / "powerflow_base.json")
         return {"base/pretrained_here": 0.0}
-    from powerflow.world import pretrain_base as pretrain
+    from powerflow.world.pretrain import pretrain_base as pretrain
 
     return pretrain(cfg.world, cfg.base, out)

@@ -16,8 +16,7 @@ from powerflow.errors import UserError
 from powerflow.io import atomic_directory, sha256_of_path, write_json_atomic, write_text_atomic
 from powerflow.tracking.registry import CHECKPOINT_SHA_TAG
 from powerflow.pipeline.layout import (
-    BASE_RUN, MissingInputError, Step, as_is, inference_run, layout_of, require_input, run_name, run_params,
-    sweep_members,
+    BASE_RUN, MissingInputError, Step, as_is, inference_run, layout_of, require_input, run_params,
 )
 from powerflow.pipeline.loading import base_model_source, load_causal_lm, load_tokenizer
 from powerflow.pipeline.runs import run_tags, sweep_parent, tracking_experiment, training_run_id
@@ -37,7 +36,7 @@ def evaluation_rows(cfg: PipelineConfig) -> list[dict]:
 
 
 def _evaluation_rows_and_manifest(cfg: PipelineConfig) -> tuple[list[dict], dict]:
-    from powerflow.data import load_prepared
+    from powerflow.data.prepare import load_prepared
 
     prompts, answers, manifest = load_prepared(require_input(layout_of(cfg).prepared, "prepare"))
     rows = prompts[prompts["split"] == "eval"].merge(answers[["id", "answer"]], on="id", how="left")
@@ -75,7 +74,7 @@ def trained_checkpoint(cfg: PipelineConfig, name: str) -> Path:
     """models/policies/<name>/ of a trained run, with a fixable error naming the runs when absent."""
     path = layout_of(cfg).policy(name)
     if not (path / "config.json").is_file():
-        members = [run_name(a, o, s) for a, o, s in sweep_members(cfg)] + list(cfg.baselines.train)
+        members = [m.name for m in cfg.sweep.members] + list(cfg.baselines.train)
         raise MissingInputError(
             f"{path} holds no trained model: {name!r} must be \"base\", an inference-time baseline, or a trained run "
             f"({', '.join(members)}) whose `train` stage finished (e.g. `dvc repro train@...`).")
@@ -110,22 +109,10 @@ def evaluate_inference_method(cfg: PipelineConfig, run: dict, progress: bool = T
 
 
 def method_sampler(cfg: PipelineConfig, run: dict):
-    """The Sampler of an inference-time baseline run, with its settings from params.yaml."""
-    b, e = cfg.baselines, cfg.evaluate
-    if run["method"] == "low_temperature":
-        from powerflow.sampling.temperature import low_temperature_sampler
+    """The Sampler of an inference-time baseline run (powerflow.registry), with its settings from params.yaml."""
+    from powerflow.registry import baseline
 
-        return low_temperature_sampler(run["alpha"], e.max_new_tokens, e.batch_size)
-    if run["method"] == "mcmc":
-        from powerflow.sampling.mcmc import MCMCConfig, mcmc_sampler
-
-        return mcmc_sampler(MCMCConfig(alpha=run["alpha"], max_new_tokens=b.mcmc_max_new_tokens,
-                                       n_blocks=b.mcmc_blocks, n_mcmc=b.mcmc_steps, batch_size=e.batch_size))
-    if run["method"] == "verbalized":
-        from powerflow.sampling.verbalized import VerbalizedConfig, verbalized_sampler
-
-        return verbalized_sampler(VerbalizedConfig(method=b.verbalized_method, k=b.verbalized_k))
-    raise UserError(f"unknown inference-time baseline {run['method']!r}")
+    return baseline(run["method"]).build(cfg, run["alpha"])
 
 
 def write_not_applicable(cfg: PipelineConfig, source: str, out_dir: Path, reason: str) -> dict:
@@ -173,7 +160,7 @@ def evaluate_checkpoint(cfg: PipelineConfig, source: str, out_dir: Path, progres
     method drawing the sampled answers instead of plain sampling (powerflow.eval.evaluate.Sampler).
     `provenance`: extra keys for settings.json (the evaluated checkpoint's checkpoint_sha256).
     """
-    from powerflow.eval import evaluate_model
+    from powerflow.eval.evaluate import evaluate_model
     from powerflow.eval.config import PREPARED
     from powerflow.eval.suite import eval_suite
 
@@ -236,6 +223,7 @@ def world_exact_metrics(cfg: PipelineConfig, source: str, tokenizer, alpha: floa
     exact/accuracy_ratio: the sampled reasoning avg@n over the exact p^α accuracy.
     """
     from powerflow.eval.config import PREPARED
+    from powerflow.registry import EXACT_POWER
     from powerflow.world import oracle
 
     if not (cfg.model.is_world and cfg.data.is_world) or PREPARED not in cfg.evaluate.benchmarks:
@@ -243,9 +231,9 @@ def world_exact_metrics(cfg: PipelineConfig, source: str, tokenizer, alpha: floa
     n = cfg.evaluate.n_samples
     base = load_causal_lm(base_model_source(cfg), cfg.model.trust_remote_code)
     supports = oracle.score_supports(cfg.world, base, tokenizer, evaluation_rows(cfg))
-    target = oracle.oracle_metrics(supports, alpha, "tb", n_samples=n)
+    target = oracle.oracle_metrics(supports, alpha, EXACT_POWER, n_samples=n)
     policy = oracle.policy_distance(supports, load_causal_lm(source, cfg.model.trust_remote_code), tokenizer,
-                                    alpha, "tb", n_samples=n)
+                                    alpha, EXACT_POWER, n_samples=n)
     out = {f"exact/target/{k}": v for k, v in target.items()} | {f"exact/policy/{k}": v for k, v in policy.items()}
     sampled = metrics.get("reasoning/accuracy_mean")
     if sampled is not None and target.get("reasoning/accuracy", 0) > 0:
@@ -260,16 +248,15 @@ def evaluation_settings(cfg: PipelineConfig, source: str, alpha: float | None) -
 
 def write_run_plots(metrics: dict, plot_dir: Path) -> list[Path]:
     """One run's pass@k curve per reasoning family (a folder; empty when no family has pass@k)."""
-    from powerflow.report.plots import plot_pass_at_k
-    from powerflow.report.values import families_of
+    from powerflow.eval.families import families_of
+    from powerflow.eval.plots import plot_run_pass_at_k
 
     plot_dir.mkdir(parents=True, exist_ok=True)
     run = [{"name": "this run", "alpha": None, "metrics": metrics}]
     written = []
     for family in families_of(run):
         if any(k.startswith(f"{family}/pass@") for k in metrics):
-            written.append(plot_pass_at_k([{"name": family, "metrics": metrics}], plot_dir / f"{family}_pass_at_k.png",
-                                          family))
+            written.append(plot_run_pass_at_k(metrics, plot_dir / f"{family}_pass_at_k.png", family))
     return written
 
 
@@ -277,7 +264,7 @@ def record_evaluation(cfg: PipelineConfig, name: str) -> str:
     """Log outputs/eval/<name>/ to its MLflow run (the base model and each inference-time baseline
     get a child run of their own; trained members log into their training run)."""
     from powerflow import tracking
-    from powerflow.data import load_prepared
+    from powerflow.data.prepare import load_prepared
 
     lay = layout_of(cfg)
     out = require_input(lay.evaluation(name), "evaluate")

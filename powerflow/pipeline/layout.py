@@ -1,7 +1,7 @@
 """Shared by every stage: where each step reads and writes, how runs are named, and provenance.
 
-`Layout` is the project's directory layout (data/prepared, models/, outputs/, runs/); the naming
-functions turn (α, objective, seed) into a member's name (alpha-4.0-tb-s0) and back; `run_params`
+`Layout` is the project's directory layout (data/prepared, models/, outputs/, runs/); a member's
+name (alpha-4.0-tb-s0) is powerflow.member.Member's; `run_params`
 and `params_sha256` say which params a result depends on; the history functions read and write a
 training's curves (history.csv). Nothing here loads a model or talks to a server.
 """
@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from powerflow.config import PipelineConfig, check_alpha
+from powerflow.config import PipelineConfig
 from powerflow.errors import UserError
 from powerflow.io import write_text_atomic
+from powerflow.member import Member, alpha_text
+from powerflow.registry import baseline_names
 
 
 BASE_RUN = "base"
-TRAINED_BASELINES = ("grpo", "empo")
 VERBALIZED_RUN = "verbalized"
 # The lines of a training log that become curves (DVC plots, MLflow step metrics).
 HISTORY_KEYS = ("loss", "reward", "powerflow/log_z", "powerflow/residual_var", "powerflow/completion_length",
@@ -87,81 +88,6 @@ def layout_of(cfg: PipelineConfig) -> Layout:
     return Layout(cfg.project_root)
 
 
-def alpha_label(alpha: float | int | str) -> str:
-    """The α as it appears in run names and paths: the text DVC and the CLI pass ("0.5", "4.0").
-
-    DVC renders `${item.alpha}` with Python's str() of the YAML value and the stage's output paths
-    use that text, so a string (what the CLI receives) is kept as written; a number (a Prefect
-    parameter) is written as a float, 4 -> "4.0", matching params.yaml's `4.0`.
-    """
-    text = alpha.strip() if isinstance(alpha, str) else str(float(alpha))
-    try:
-        check_alpha(float(text), "--alpha")
-    except ValueError as err:
-        if isinstance(err, UserError):
-            raise
-        raise UserError(f"--alpha {text!r} is not a number: pass α as a number > 0, e.g. --alpha 4.0.") from err
-    return text
-
-
-def check_seed(seed: int | str, where: str = "--seed") -> int:
-    """A training seed as an int >= 0 (from an int, or the text DVC and the CLI pass); a UserError otherwise."""
-    text = seed.strip() if isinstance(seed, str) else seed
-    if isinstance(text, str) and text.isdigit():
-        return int(text)
-    if isinstance(text, int) and not isinstance(text, bool) and text >= 0:
-        return text
-    raise UserError(f"{where} {seed!r} is not a training seed: pass an integer >= 0, e.g. {where} 0.")
-
-
-def run_name(alpha: float | int | str, objective: str, seed: int | str) -> str:
-    """Name of one sweep member, e.g. alpha-4.0-la_tb-s0: MLflow child run, model and output folders.
-
-    Always suffixed with the seed, seed 0 included: DVC's matrix paths are one pattern
-    (alpha-${item.alpha}-${item.objective}-s${item.seed}) whatever sweep.seeds holds.
-    """
-    return f"{group_name(alpha, objective)}-s{check_seed(seed)}"
-
-
-def group_name(alpha: float | int | str, objective: str) -> str:
-    """Name of the seeds of one (α, objective), e.g. alpha-4.0-la_tb: the report's seed-mean row."""
-    return f"alpha-{alpha_label(alpha)}-{objective}"
-
-
-def sweep_members(cfg: PipelineConfig) -> list[tuple[str, str, int]]:
-    """(α label, objective, seed) for every run of the sweep, in params.yaml order (DVC's matrix order)."""
-    return [(alpha_label(a), obj, seed) for a in cfg.sweep.alphas for obj in cfg.sweep.objectives
-            for seed in cfg.sweep.seeds]
-
-
-def member_seed(cfg: PipelineConfig, seed: int | str | None) -> int:
-    """The seed of the member a command names: `seed` itself, or sweep.seeds' only seed when None.
-
-    With several seeds in sweep.seeds a command must say which (DVC's stages always do).
-    """
-    if seed is not None:
-        return check_seed(seed)
-    if len(cfg.sweep.seeds) == 1:
-        return cfg.sweep.seeds[0]
-    raise UserError(f"--seed is required: sweep.seeds lists {len(cfg.sweep.seeds)} seeds "
-                    f"({', '.join(map(str, cfg.sweep.seeds))}); pass one of them, e.g. --seed {cfg.sweep.seeds[0]}.")
-
-
-def member_objective(cfg: PipelineConfig, objective: str | None) -> str:
-    """The objective of the member a command names: `objective` itself (one of OBJECTIVES), or
-    sweep.objectives' only objective when None (with several, the command must say which)."""
-    from powerflow.objectives import OBJECTIVES
-
-    if objective is not None:
-        if objective not in OBJECTIVES:
-            raise UserError(f"--objective {objective!r} is unknown: use one of {', '.join(OBJECTIVES)}.")
-        return objective
-    if len(cfg.sweep.objectives) == 1:
-        return cfg.sweep.objectives[0]
-    raise UserError(f"--objective is required: sweep.objectives lists {', '.join(cfg.sweep.objectives)}; pass one "
-                    f"of them, e.g. --objective {cfg.sweep.objectives[0]}.")
-
-
 def require_input(path: Path, step: str) -> Path:
     """`path`, or a MissingInputError naming the step that writes it."""
     if not path.exists():
@@ -193,7 +119,7 @@ def run_params(cfg: PipelineConfig, alpha: float | None, objective: str | None,
     method: None for a Power-Flow member or the base model, else a baseline's name (grpo, mcmc, ...).
     seed: a Power-Flow member's training seed (run.seed); a trained baseline's is train.seed.
     """
-    trained = alpha is not None and method is None or method in TRAINED_BASELINES
+    trained = alpha is not None and method is None or method in baseline_names("trained")
     sections = ["model", "world", "base", "data"] + (["train"] if trained else []) + ["evaluate"]
     sections += ["baselines"] if method is not None else []
     params = {name: cfg.raw.get(name, {}) for name in sections}
@@ -208,8 +134,8 @@ def run_params(cfg: PipelineConfig, alpha: float | None, objective: str | None,
 def training_seed(cfg: PipelineConfig, method: str | None, seed: int | None) -> int | None:
     """The seed a run trained with: a member's sweep seed, train.seed for GRPO/EMPO, None if untrained."""
     if seed is not None:
-        return check_seed(seed)
-    return cfg.train.seed if method in TRAINED_BASELINES else None
+        return seed
+    return cfg.train.seed if method in baseline_names("trained") else None
 
 
 def history_rows(log_history: list[dict]) -> list[dict]:
@@ -236,9 +162,9 @@ def baseline_runs(cfg: PipelineConfig) -> list[dict]:
     """
     b = cfg.baselines
     runs = [{"name": m, "method": m, "alpha": None, "trained": True} for m in b.train]
-    runs += [{"name": f"{m}-{alpha_label(a)}", "method": m, "alpha": float(a), "trained": False}
+    runs += [{"name": f"{m}-{alpha_text(a)}", "method": m, "alpha": float(a), "trained": False}
              for m in b.inference for a in b.alphas]
-    runs.append({"name": VERBALIZED_RUN, "method": "verbalized", "alpha": None, "trained": False})
+    runs += [{"name": m, "method": m, "alpha": None, "trained": False} for m in baseline_names("always")]
     return runs
 
 
@@ -249,8 +175,8 @@ def inference_run(cfg: PipelineConfig, name: str) -> dict | None:
 
 def check_baseline(method: str) -> str:
     """The method if it is a trained baseline, else a UserError naming the choices."""
-    if method not in TRAINED_BASELINES:
-        raise UserError(f"--method {method!r}: trained baselines are {', '.join(TRAINED_BASELINES)}.")
+    if method not in baseline_names("trained"):
+        raise UserError(f"--method {method!r}: trained baselines are {', '.join(baseline_names('trained'))}.")
     return method
 
 
@@ -269,8 +195,7 @@ def read_history_csv(path: Path) -> list[dict]:
 
 
 def train_command(name: str) -> str:
-    """The `powerflow train` command line of a trained member (alpha-4.0-la_tb-s0, grpo, ...)."""
-    if name in TRAINED_BASELINES:
+    """The `powerflow train` command line of a trained member (alpha-4.0-tb-s0, grpo, ...)."""
+    if name in baseline_names("trained"):
         return f"powerflow train --method {name}"
-    alpha, objective, seed = name.removeprefix("alpha-").rsplit("-", 2)
-    return f"powerflow train --alpha {alpha} --objective {objective} --seed {seed.removeprefix('s')}"
+    return Member.from_name(name).command

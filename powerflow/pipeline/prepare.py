@@ -10,11 +10,12 @@ from powerflow.pipeline.loading import load_tokenizer
 
 def prepare_prompts(cfg: PipelineConfig) -> dict:
     """Load, map, render and validate the prompt table; write data/prepared/ (DVC output)."""
-    from powerflow.data import prepare_prompts as prepare
+    from powerflow.data.prepare import prepare_prompts as prepare
 
     world_rows = None
     if cfg.model.is_world or cfg.data.source == "world":
-        from powerflow.world import build_tokenizer, world_prompt_rows
+        from powerflow.world.teacher import world_prompt_rows
+        from powerflow.world.tokenizer import build_tokenizer
 
         world_rows = world_prompt_rows(cfg.world) if cfg.data.source == "world" else None
     if cfg.model.is_world:

@@ -23,14 +23,13 @@ def rank_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m powerflow.pipeline.ranks", description=rank_main.__doc__)
     parser.add_argument("--params", required=True)
     parser.add_argument("--alpha")
-    parser.add_argument("--objective", default="la_tb")
-    parser.add_argument("--seed", type=int, help="the member's training seed (default: sweep.seeds' only seed)")
+    parser.add_argument("--objective")
+    parser.add_argument("--seed", help="the member's training seed (default: sweep.seeds' only seed)")
     parser.add_argument("--method")
     parser.add_argument("--run-id")
     args = parser.parse_args(argv)
     os.environ[RANK_ENV] = "1"
     from powerflow.config import load_pipeline_config
-    from powerflow.pipeline.layout import member_seed
     from powerflow.pipeline.train import train_baseline, train_policy
 
     try:
@@ -38,7 +37,7 @@ def rank_main(argv: list[str] | None = None) -> int:
         if args.method:
             train_baseline(cfg, args.method, run_id=args.run_id)
         else:
-            train_policy(cfg, args.alpha, args.objective, member_seed(cfg, args.seed), run_id=args.run_id)
+            train_policy(cfg, cfg.sweep.member(args.alpha, args.objective, args.seed), run_id=args.run_id)
     except UserError as err:
         print(f"powerflow: error (rank {os.environ.get('RANK', '0')}): {err}", file=sys.stderr)
         return 2

@@ -15,8 +15,9 @@ from powerflow.errors import UserError
 from powerflow.io import sha256_of_path, write_json_atomic
 from powerflow.tracking.registry import CHECKPOINT_SHA_TAG
 from powerflow.pipeline.layout import (
-    alpha_label, check_baseline, check_seed, layout_of, require_input, run_name, training_seed,
+    check_baseline, layout_of, require_input, training_seed,
 )
+from powerflow.member import Member
 from powerflow.pipeline.runs import run_tags, tracking_experiment, training_run_id
 
 
@@ -26,11 +27,9 @@ def register_baseline(cfg: PipelineConfig, method: str) -> dict:
     return register_checkpoint_of(cfg, method, None, None, method)
 
 
-def register_policy(cfg: PipelineConfig, alpha: str, objective: str, seed: int | str) -> dict:
+def register_policy(cfg: PipelineConfig, member: Member) -> dict:
     """Register models/policies/<name> in the Model Registry (idempotent); write outputs/register/<name>.json."""
-    seed = check_seed(seed)
-    return register_checkpoint_of(cfg, run_name(alpha, objective, seed), float(alpha_label(alpha)), objective,
-                                  seed=seed)
+    return register_checkpoint_of(cfg, member.name, member.alpha, member.objective, seed=member.seed)
 
 
 def register_checkpoint_of(cfg: PipelineConfig, name: str, alpha: float | None, objective: str | None,
@@ -42,7 +41,7 @@ def register_checkpoint_of(cfg: PipelineConfig, name: str, alpha: float | None, 
     tagged with where it came from (`run_tags`) and its headline evaluation numbers (eval/...).
     """
     from powerflow import tracking
-    from powerflow.data import load_prepared
+    from powerflow.data.prepare import load_prepared
 
     lay = layout_of(cfg)
     checkpoint = require_input(lay.policy(name), "train")

@@ -9,8 +9,7 @@ from pathlib import Path
 from powerflow.config import PipelineConfig
 from powerflow.io import atomic_directory, write_json_atomic, write_text_atomic
 from powerflow.pipeline.layout import (
-    BASE_RUN, Step, as_is, baseline_runs, group_name, layout_of, read_history_csv, require_input, run_name,
-    sweep_members,
+    BASE_RUN, Step, as_is, baseline_runs, layout_of, read_history_csv, require_input,
 )
 from powerflow.pipeline.runs import sweep_parent, tracking_experiment
 
@@ -22,11 +21,11 @@ def collect_runs(cfg: PipelineConfig) -> tuple[list[dict], dict[str, list[dict]]
              "metrics": evaluation_metrics(lay.evaluation(BASE_RUN)),
              "train": {}, "registered": None}]
     histories = {}
-    for alpha, objective, seed in sweep_members(cfg):
-        name = run_name(alpha, objective, seed)
+    for member in cfg.sweep.members:
+        name = member.name
         runs.append({
-            "name": name, "alpha": float(alpha), "objective": objective, "method": "power_flow",
-            "seed": seed, "group": group_name(alpha, objective),
+            "name": name, "alpha": member.alpha, "objective": member.objective, "method": "power_flow",
+            "seed": member.seed, "group": member.group,
             "metrics": evaluation_metrics(lay.evaluation(name)),
             "train": json.loads(require_input(lay.train_outputs(name) / "metrics.json", "train").read_text()),
             "registered": json.loads(require_input(lay.registration(name), "register").read_text()),
@@ -146,7 +145,7 @@ def set_registry_aliases(cfg: PipelineConfig) -> dict[str, str]:
     on this base model) and <sweep>-best-<role> (this sweep's, untouched by other sweeps).
 
     With several seeds a choice is the median-seed run of the (α, objective) with the best seed mean
-    (`powerflow.report.best_choices`): the alias names one registered version, a typical seed."""
+    (`powerflow.report.findings.best_choices`): the alias names one registered version, a typical seed."""
     from powerflow import tracking
 
     lay = layout_of(cfg)

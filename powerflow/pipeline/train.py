@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from powerflow.config import PipelineConfig
+from powerflow.config.train import rollout_engine_arguments, trl_arguments
 from powerflow.errors import UserError
 from powerflow.io import atomic_directory, write_json_atomic, write_text_atomic
 from powerflow.pipeline.layout import (
-    HISTORY_KEYS, Step, alpha_label, as_is, check_baseline, check_seed, history_rows, layout_of, params_sha256,
-    require_input, run_name, run_params, train_command, write_history_csv,
+    HISTORY_KEYS, Step, as_is, check_baseline, history_rows, layout_of, params_sha256, require_input, run_params,
+    train_command, write_history_csv,
 )
+from powerflow.member import Member
+from powerflow.registry import baseline
 from powerflow.pipeline.loading import base_model_source, load_causal_lm, load_tokenizer
 from powerflow.pipeline.runs import run_tags, sweep_parent, tracking_experiment
 
@@ -30,7 +33,7 @@ def training_prompts(cfg: PipelineConfig) -> tuple[list[str], dict]:
 
     Only the prompt table is read: answer keys never reach training.
     """
-    from powerflow.data import load_prepared
+    from powerflow.data.prepare import load_prepared
 
     prompts, _answers, manifest = load_prepared(require_input(layout_of(cfg).prepared, "prepare"))
     rows = prompts[(prompts["split"] == "train") & prompts["family"].isin(cfg.train.families)]
@@ -40,75 +43,6 @@ def training_prompts(cfg: PipelineConfig) -> tuple[list[str], dict]:
             "check data.source and train.families in params.yaml."
         )
     return rows["prompt"].tolist(), manifest
-
-
-def trainer_arguments(cfg: PipelineConfig, alpha: float, objective: str, output_dir: Path,
-                      seed: int | None = None):
-    """PowerFlowConfig for one sweep member from the `train:` section, trained with `seed` (its sweep seed)."""
-    from powerflow.trainer import PowerFlowConfig
-
-    t = cfg.train
-    return PowerFlowConfig(alpha=alpha, objective=objective, logz=t.logz, logz_learning_rate=t.logz_learning_rate,
-                           huber_delta=t.huber_delta, base_mix=t.base_mix,
-                           **shared_training_arguments(cfg, output_dir, seed=seed))
-
-
-def shared_training_arguments(cfg: PipelineConfig, output_dir: Path, seed: int | None = None) -> dict[str, Any]:
-    """The GRPOConfig settings every trained method shares (one budget: steps, batch, lr, lengths).
-
-    seed: TRL's seed (adapter init, rollouts, data order); None = train.seed, the baselines' seed. A
-    Power-Flow member passes its sweep seed (sweep.seeds).
-    """
-    import torch
-
-    t = cfg.train
-    return dict(
-        output_dir=str(output_dir),
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_schedule,
-        # one optimizer step = prompts_per_step × G completions per process, in gradient_accumulation_steps parts
-        per_device_train_batch_size=t.prompts_per_step * t.num_generations // t.gradient_accumulation_steps,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        num_generations=t.num_generations,
-        max_completion_length=t.max_completion_length,
-        max_steps=t.steps,
-        epsilon=t.clip_epsilon,
-        max_grad_norm=t.max_grad_norm,
-        activation_checkpointing=t.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
-        bf16=t.bf16,
-        **rollout_engine_arguments(cfg),
-        use_cpu=not torch.cuda.is_available(),
-        report_to="none",
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=1,
-        seed=t.seed if seed is None else seed,
-        disable_tqdm=False,
-    )
-
-
-def rollout_engine_arguments(cfg: PipelineConfig) -> dict[str, Any]:
-    """TRL's vLLM settings from the `train:` section; {} when rollouts use transformers' generate.
-
-    Checked here, at train time, because it depends on the machine: use_vllm needs the vllm package
-    (the gpu extra) and a CUDA GPU, else a UserError naming the fix. vLLM's context is the longest
-    prompt data.max_prompt_tokens allows plus train.max_completion_length, so its KV cache is sized
-    for what training generates rather than for the model's full context (131k for Llama 3.1).
-    """
-    t = cfg.train
-    if not t.use_vllm:
-        return {}
-    from powerflow.eval.generation import require_vllm
-
-    require_vllm("train.use_vllm=true", "set train.use_vllm: false (rollouts with transformers' generate)")
-    settings = dict(use_vllm=True, vllm_mode=t.vllm_mode,
-                    vllm_max_model_length=cfg.data.max_prompt_tokens + t.max_completion_length)
-    if t.vllm_mode == "colocate":
-        settings["vllm_gpu_memory_utilization"] = t.vllm_gpu_memory_utilization
-    elif t.vllm_server_base_url is not None:
-        settings["vllm_server_base_url"] = t.vllm_server_base_url
-    return settings
 
 
 # The stamp of the params a workdir's checkpoints were trained with, and the MLflow run they log to.
@@ -188,9 +122,9 @@ def checkpoint_step(checkpoint: str | None) -> int:
     return int(Path(checkpoint).name.rsplit("-", 1)[1]) if checkpoint else 0
 
 
-def train_policy(cfg: PipelineConfig, alpha: str, objective: str, seed: int | str,
-                 run_id: str | None = None) -> dict:
-    """Fine-tune the base toward p_base^α with PowerFlowTrainer, seeded with `seed`; write models/policies/<name>/.
+def train_policy(cfg: PipelineConfig, member: Member, run_id: str | None = None) -> dict:
+    """Fine-tune the base toward p_base^α with PowerFlowTrainer, seeded with the member's seed; write
+    models/policies/<name>/.
 
     The policy is saved merged (LoRA folded into the weights) as a standalone transformers
     directory, with the log Z head and the resolved config beside it. Curves go to
@@ -200,22 +134,23 @@ def train_policy(cfg: PipelineConfig, alpha: str, objective: str, seed: int | st
     from datasets import Dataset
 
     from powerflow import distributed
-    from powerflow.trainer import PowerFlowTrainer
+    from powerflow.trainer import PowerFlowTrainer, trainer_config
 
-    seed = check_seed(seed)
-    name, value = run_name(alpha, objective, seed), float(alpha_label(alpha))
+    name = member.name
     if distributed.launches(cfg):  # train.accelerate_config: this step runs on the config's ranks
-        return train_on_ranks(cfg, distributed.rank_arguments(alpha_label(alpha), objective, seed=seed, run_id=run_id),
+        return train_on_ranks(cfg, distributed.rank_arguments(member.label, member.objective, seed=member.seed,
+                                                              run_id=run_id),
                               layout_of(cfg).train_outputs(name) / "metrics.json")
     prompts, manifest = training_prompts(cfg)
 
     def build(model, tokenizer, peft_config, callbacks):
-        args = trainer_arguments(cfg, value, objective, layout_of(cfg).train_workdir(name), seed=seed)
+        args = trainer_config(cfg.train, member, layout_of(cfg).train_workdir(name),
+                              max_prompt_tokens=cfg.data.max_prompt_tokens)
         return PowerFlowTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"prompt": prompts}),
                                 processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
 
-    summary = fit_and_save(cfg, name, build, run_params(cfg, value, objective, seed=seed), run_id)
-    summary.update({"alpha": value, "objective": objective, "seed": seed,
+    summary = fit_and_save(cfg, name, build, run_params(cfg, member.alpha, member.objective, seed=member.seed), run_id)
+    summary.update({"alpha": member.alpha, "objective": member.objective, "seed": member.seed,
                     "prompts_sha256": manifest.get("prompts_sha256")})
     if distributed.is_main_rank():
         write_json_atomic(summary, layout_of(cfg).train_outputs(name) / "metrics.json")
@@ -226,7 +161,7 @@ def train_on_ranks(cfg: PipelineConfig, rank_args: list[str], result: Path) -> d
     """Run this train step on train.accelerate_config's ranks (powerflow.distributed); rank 0's summary."""
     from powerflow import distributed
 
-    rollout_engine_arguments(cfg)  # train.use_vllm without vLLM or a GPU: one error here, not one per rank
+    rollout_engine_arguments(cfg.train)  # train.use_vllm without vLLM or a GPU: one error here, not one per rank
     return distributed.train_on_ranks(cfg, rank_args, result)
 
 
@@ -248,7 +183,7 @@ def fit_and_save(cfg: PipelineConfig, name: str, build: Callable[..., Any], para
 
     from powerflow.progress import show_training_progress
 
-    rollout_engine_arguments(cfg)  # use_vllm on a machine without vLLM fails here, before the model loads
+    rollout_engine_arguments(cfg.train)  # use_vllm on a machine without vLLM fails here, before the model loads
     lay = layout_of(cfg)
     source = base_model_source(cfg)
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
@@ -260,7 +195,7 @@ def fit_and_save(cfg: PipelineConfig, name: str, build: Callable[..., Any], para
                                  target_modules="all-linear", lora_dropout=0.0)
     callbacks = []
     if run_id is not None:
-        from powerflow.tracking import MlflowStepLogger
+        from powerflow.tracking.callback import MlflowStepLogger
 
         callbacks.append(MlflowStepLogger(run_id, prefix="train/", spool=lay.pending_metrics(name),
                                           timeout_s=cfg.tracking.timeout_s))
@@ -325,7 +260,7 @@ def training_rows(cfg: PipelineConfig) -> tuple[list[dict], dict[str, str]]:
     """Training prompts joined with their answer keys and families, and each family's answer kind
     (the prepared manifest's): for GRPO's gold-answer reward, the one training method that reads
     answers, and for EMPO's answer clustering."""
-    from powerflow.data import load_prepared
+    from powerflow.data.prepare import load_prepared
 
     prompts, answers, manifest = load_prepared(require_input(layout_of(cfg).prepared, "prepare"))
     rows = prompts[(prompts["split"] == "train") & prompts["family"].isin(cfg.train.families)]
@@ -344,7 +279,7 @@ def train_baseline(cfg: PipelineConfig, method: str, run_id: str | None = None) 
     from trl import GRPOConfig
 
     from powerflow import distributed
-    from powerflow.baselines.trainers import baseline_trainer, recipe
+    from powerflow.baselines.trainers import recipe
     from powerflow.eval.grading import family_graders
 
     method = check_baseline(method)
@@ -362,12 +297,13 @@ def train_baseline(cfg: PipelineConfig, method: str, run_id: str | None = None) 
     # masked out of the loss, the DAPO/TRL recipe: without it EMPO collapses on the world to one
     # runaway completion repeating "answer 19" that always agrees with itself.
     args = GRPOConfig(beta=0.0, mask_truncated_completions=True,
-                      **shared_training_arguments(cfg, layout_of(cfg).train_workdir(method)))
+                      **trl_arguments(cfg.train, layout_of(cfg).train_workdir(method),
+                                      max_prompt_tokens=cfg.data.max_prompt_tokens))
 
     with family_graders(answer_kinds, cfg.evaluate.math_timeout_s) as graders:
         def build(model, tokenizer, peft_config, callbacks):  # graded by each family's answer kind
-            return baseline_trainer(method, model, tokenizer, Dataset.from_dict(columns), args, graders,
-                                    peft_config=peft_config, callbacks=callbacks)
+            return baseline(method).build(model, tokenizer, Dataset.from_dict(columns), args, graders,
+                                          peft_config=peft_config, callbacks=callbacks)
 
         summary = fit_and_save(cfg, method, build, run_params(cfg, None, None, method), run_id)
     summary.update({"method": method, "prompts_sha256": manifest.get("prompts_sha256")})
@@ -401,13 +337,12 @@ def training_summary(trainer, rows: list[dict], seconds: float, resumed_from: st
     return summary
 
 
-def open_training_run(cfg: PipelineConfig, alpha: str, objective: str, seed: int | str) -> str:
+def open_training_run(cfg: PipelineConfig, member: Member) -> str:
     """Create the MLflow child run of one sweep member (params, tags) before training starts.
 
     Its id is written to outputs/train/<name>/run.json so later steps log into the same run.
     """
-    seed = check_seed(seed)
-    return open_member_run(cfg, run_name(alpha, objective, seed), float(alpha_label(alpha)), objective, seed=seed)
+    return open_member_run(cfg, member.name, member.alpha, member.objective, seed=member.seed)
 
 
 def open_member_run(cfg: PipelineConfig, name: str, alpha: float | None, objective: str | None,
@@ -419,7 +354,7 @@ def open_member_run(cfg: PipelineConfig, name: str, alpha: float | None, objecti
     starting a second one, as long as the store still has it.
     """
     from powerflow import tracking
-    from powerflow.data import load_prepared
+    from powerflow.data.prepare import load_prepared
 
     lay = layout_of(cfg)
     _prompts, _answers, manifest = load_prepared(require_input(lay.prepared, "prepare"))
@@ -451,9 +386,9 @@ def unfinished_run(workdir: Path, experiment_id: str) -> dict | None:
     return record
 
 
-def close_training_run(cfg: PipelineConfig, alpha: str, objective: str, seed: int | str, run_id: str) -> None:
+def close_training_run(cfg: PipelineConfig, member: Member, run_id: str) -> None:
     """Log the final training numbers and the resolved config to the run."""
-    close_member_run(cfg, run_name(alpha, objective, seed), run_id)
+    close_member_run(cfg, member.name, run_id)
 
 
 class ResultsNotLoggedError(UserError):
@@ -527,10 +462,9 @@ def log_training_results(cfg: PipelineConfig, name: str, run_id: str) -> None:
     tracking.log_artifacts(run_id, out / "history.csv", "training")
 
 
-def train_member(cfg: PipelineConfig, alpha: str, objective: str, seed: int | str, step: Step = as_is) -> dict:
-    """The whole `train` stage for one (α, objective, seed): open the run, train, close the run."""
-    seed = check_seed(seed)
-    run_id = step(open_training_run)(cfg, alpha, objective, seed)
-    summary = step(train_policy)(cfg, alpha, objective, seed, run_id=run_id)
-    step(close_training_run)(cfg, alpha, objective, seed, run_id)
+def train_member(cfg: PipelineConfig, member: Member, step: Step = as_is) -> dict:
+    """The whole `train` stage for one member (α, objective, seed): open the run, train, close the run."""
+    run_id = step(open_training_run)(cfg, member)
+    summary = step(train_policy)(cfg, member, run_id=run_id)
+    step(close_training_run)(cfg, member, run_id)
     return summary

@@ -32,38 +32,6 @@ pyplot state).
 
 Modules, one job each: `values` (metric names, formatting, labels), `seeds` (mean ± se across
 seeds), `tables` (the Markdown tables), `findings` (sentences and the best-run rule), `plots`
-(PNGs), `document` (report.md). Every public name is reachable as `powerflow.report.<name>`; the
-module that defines it is imported on first use (powerflow.lazy).
+(PNGs), `document` (report.md). This package imports nothing: import each name from the module
+that defines it (`from powerflow.report.document import write_report`).
 """
-
-from __future__ import annotations
-
-from powerflow.lazy import lazy_exports
-
-# Where each public name lives (module of this package).
-_HOME: dict[str, str] = {
-    "ANSWER_KEYED": "values", "CREATIVE": "values", "DEFAULT_MIN_VALIDITY": "values", "OPEN_ENDED": "values",
-    "base_label": "values", "candidates": "values", "check_runs": "values", "families_in": "values",
-    "families_of": "values", "family_kind": "values", "family_of": "values",
-    "alpha_cell": "values", "family_value": "values", "finite": "values", "fmt": "values", "fmt_se": "values",
-    "is_scalar": "values", "method_label": "values", "metric_value": "values", "nan_to_zero": "values",
-    "not_applicable_reason": "values",
-    "pass_at_ks": "values", "reference_label": "values", "row_order": "values", "slug": "values",
-    "aggregate_seeds": "seeds", "group_key": "seeds", "seed_mean_rows": "seeds", "seed_mean_runs": "seeds",
-    "seed_mean_se": "seeds", "several_seeds": "seeds",
-    "DIAGNOSTIC_COLUMNS": "tables", "EXACT_COLUMNS": "tables", "EXACT_POLICY": "tables", "EXACT_TARGET": "tables",
-    "FAMILY_COLUMNS": "tables", "KIND_COLUMNS": "tables", "ROW_SUFFIXES": "tables", "ROW_TOTALS": "tables",
-    "diagnostics_table_markdown": "tables", "exact_distance_table_markdown": "tables",
-    "exact_target_rows": "tables", "family_cells": "tables", "family_columns": "tables",
-    "family_tables_markdown": "tables", "headline_rows": "tables",
-    "headline_table_markdown": "tables", "methods_table_markdown": "tables", "runs_table": "tables",
-    "ALIAS_ROLES": "findings", "alias_families": "findings", "alias_family": "findings",
-    "best_choices": "findings", "best_groups": "findings", "best_runs": "findings", "method_findings": "findings",
-    "sweep_findings": "findings",
-    "ALPHA_PLOTS": "plots", "history_metrics": "plots", "plot_diversity_vs_quality": "plots",
-    "plot_metric_vs_alpha": "plots", "plot_pass_at_k": "plots", "plot_training_curves": "plots",
-    "headline_legend": "document", "rule_text": "document", "seeds_note": "document", "sweep_title": "document",
-    "write_report": "document",
-}
-__all__ = sorted(_HOME)
-__getattr__, __dir__ = lazy_exports(__name__, _HOME)

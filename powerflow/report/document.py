@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from powerflow.eval.families import families_in, families_of, pass_at_ks
 from powerflow.io import atomic_directory, write_text_atomic
 from powerflow.report.findings import alias_families, best_groups, best_runs, method_findings, sweep_findings
 from powerflow.report.plots import (
@@ -18,10 +19,9 @@ from powerflow.report.tables import (
     headline_table_markdown, methods_table_markdown, runs_table,
 )
 from powerflow.report.values import (
-    ANSWER_KEYED, CREATIVE, DEFAULT_MIN_VALIDITY, OPEN_ENDED, alpha_cell, families_in, families_of, family_kind,
-    finite, fmt, is_scalar, pass_at_ks, slug,
+    ANSWER_KEYED, CREATIVE, DEFAULT_MIN_VALIDITY, OPEN_ENDED, alpha_cell, family_kind, finite, fmt, is_scalar, slug,
 )
-from powerflow.sections import WORLD_MODEL
+from powerflow.config.sections import WORLD_MODEL
 
 
 def sweep_title(sweep: str, model: str) -> str:

@@ -7,10 +7,11 @@ import math
 from collections.abc import Iterable
 
 from powerflow.errors import ConfigError
+from powerflow.eval.families import families_in
 from powerflow.report.seeds import group_key, seed_mean_rows
 from powerflow.report.values import (
-    ANSWER_KEYED, DEFAULT_MIN_VALIDITY, OPEN_ENDED, candidates, families_in, family_kind, finite, fmt, fmt_se,
-    method_label, nan_to_zero,
+    ANSWER_KEYED, DEFAULT_MIN_VALIDITY, OPEN_ENDED, candidates, family_kind, finite, fmt, fmt_se, method_label,
+    nan_to_zero,
 )
 
 # Per alias role: the kind of family it is chosen on, the report key that names one, and what that kind means.

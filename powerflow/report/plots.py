@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
+from powerflow.eval.families import pass_at_ks
+from powerflow.eval.plots import figure, pass_at_k_axes, save_figure
 from powerflow.report.values import (
-    base_label, check_runs, finite, method_label, metric_value, nan_to_zero, pass_at_ks, reference_label, row_order,
+    base_label, check_runs, finite, method_label, metric_value, nan_to_zero, reference_label, row_order,
 )
 
 
@@ -34,7 +34,7 @@ def plot_metric_vs_alpha(runs: list[dict], metric: str, path: str | Path, *, yla
     have = [r for r in runs if finite((r.get("metrics") or {}).get(metric))]
     if not have:
         raise ValueError(f"no run has metric {metric!r}")
-    fig, ax = _figure()
+    fig, ax = figure()
     trained = sorted((r for r in have if r.get("alpha") is not None), key=lambda r: r["alpha"])
     for objective in sorted({r.get("objective") or "" for r in trained}):
         group = [r for r in trained if (r.get("objective") or "") == objective]
@@ -53,7 +53,7 @@ def plot_metric_vs_alpha(runs: list[dict], metric: str, path: str | Path, *, yla
     ax.set_ylabel(ylabel or metric)
     ax.set_title(metric)
     ax.legend(fontsize="small")
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pass_at_k(runs: list[dict], path: str | Path, family: str = "reasoning") -> Path:
@@ -63,7 +63,7 @@ def plot_pass_at_k(runs: list[dict], path: str | Path, family: str = "reasoning"
     curves = [(r, ks) for r, ks in curves if ks]
     if not curves:
         raise ValueError(f"no run has {family}/pass@k metrics")
-    fig, ax = _figure()
+    fig, ax = figure()
     for run, ks in sorted(curves, key=lambda c: row_order(c[0])):
         ys = [run["metrics"][f"{family}/pass@{k}"] for k in ks]
         if run.get("alpha") is None and run["name"] == "base":
@@ -74,14 +74,8 @@ def plot_pass_at_k(runs: list[dict], path: str | Path, family: str = "reasoning"
             ax.plot(ks, ys, "-", marker="o", label=f"{run['name']} (α={run['alpha']:g})")
         else:
             ax.plot(ks, ys, "-", marker="o", label=run["name"])
-    all_ks = sorted({k for _, ks in curves for k in ks})
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(all_ks, [str(k) for k in all_ks])
-    ax.set_xlabel("k")
-    ax.set_ylabel(f"{family} pass@k")
-    ax.set_title(f"{family}: pass@k")
-    ax.legend(fontsize="small")
-    return _save_figure(fig, path)
+    pass_at_k_axes(ax, sorted({k for _, ks in curves for k in ks}), family)
+    return save_figure(fig, path)
 
 
 def plot_diversity_vs_quality(
@@ -94,7 +88,7 @@ def plot_diversity_vs_quality(
     have = [r for r in runs if finite((r.get("metrics") or {}).get(xk)) and finite(r["metrics"].get(yk))]
     if not have:
         raise ValueError(f"no run has both {xk} and {yk}")
-    fig, ax = _figure()
+    fig, ax = figure()
     for i, run in enumerate(sorted(have, key=row_order)):
         m = run["metrics"]
         label = (f"α={run['alpha']:g} {run.get('objective') or ''}".strip() if run.get("alpha") is not None
@@ -105,12 +99,12 @@ def plot_diversity_vs_quality(
     ax.set_ylabel(f"{family} {diversity}")
     ax.set_title(f"{family}: diversity against quality")
     ax.legend(fontsize="small")
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_training_curves(histories: dict[str, list[dict]], metric: str, path: str | Path) -> Path:
     """`metric` against training step, one curve per run (entries without the metric are skipped)."""
-    fig, ax = _figure()
+    fig, ax = figure()
     drawn = 0
     for name, history in histories.items():
         points = [(h["step"], h[metric]) for h in history if "step" in h and finite(h.get(metric))]
@@ -123,36 +117,9 @@ def plot_training_curves(histories: dict[str, list[dict]], metric: str, path: st
     ax.set_ylabel(metric)
     ax.set_title(metric)
     ax.legend(fontsize="small")
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def history_metrics(histories: dict[str, list[dict]]) -> list[str]:
     keys = {k for hist in histories.values() for h in hist for k, v in h.items() if k != "step" and finite(v)}
     return sorted(keys)
-
-
-def _figure():
-    """A figure on the Agg canvas (no pyplot: no global state, no display needed)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.grid(alpha=0.3)
-    return fig, ax
-
-
-def _save_figure(fig, path: str | Path) -> Path:
-    """Save as PNG beside `path` under a temporary name, then rename: no half-written image."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

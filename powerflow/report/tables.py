@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+from powerflow.eval.families import families_in, families_of, pass_at_ks
 from powerflow.report.seeds import group_key, seed_mean_rows, seed_mean_se
 from powerflow.report.values import (
-    ANSWER_KEYED, CREATIVE, OPEN_ENDED, alpha_cell, check_runs, families_in, families_of, family_kind, family_value,
-    finite, fmt, fmt_se, method_label, metric_value, not_applicable_reason, pass_at_ks, row_order,
+    ANSWER_KEYED, CREATIVE, OPEN_ENDED, alpha_cell, check_runs, family_kind, family_value, finite, fmt, fmt_se,
+    method_label, metric_value, not_applicable_reason, row_order,
 )
 
 

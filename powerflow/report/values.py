@@ -7,15 +7,14 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from powerflow.eval.families import pass_at_ks
+
 
 # A family's kind, read off the metrics it has (`family_kind`): answer-keyed (an accuracy against a gold
 # answer: MATH500, GPQA, MMLU-Pro, the world's reasoning), open-ended (coverage of a set of valid answers:
 # CoverageQA, the world's open-ended), creative (diversity and a judge's quality only).
 ANSWER_KEYED, OPEN_ENDED, CREATIVE = "answer_keyed", "open_ended", "creative"
 DEFAULT_MIN_VALIDITY = 0.8  # below it a run's open-ended answers are too often invalid to call diverse
-_PASS_AT = re.compile(r"^(?P<family>[^/]+)/pass@(?P<k>\d+)$")
-# Metric prefixes that are not eval families (train/: a training summary's numbers, in a table row).
-_NOT_FAMILIES = {"cost", "eval", "diag", "registered", "sampler", "exact", "train"}
 
 
 def method_label(run: dict) -> str:
@@ -71,28 +70,6 @@ def row_order(row: dict) -> tuple:
 def candidates(rows: list[dict]) -> list[dict]:
     trained = [r for r in rows if r["alpha"] is not None]
     return trained or rows
-
-
-def pass_at_ks(metrics: dict, family: str = "reasoning") -> list[int]:
-    return [int(m["k"]) for key in metrics
-            if (m := _PASS_AT.match(key)) and m["family"] == family and finite(metrics[key])]
-
-
-def families_of(runs: list[dict]) -> list[str]:
-    """Eval families in the runs' metrics (the prefix before '/'), in first-seen order."""
-    return families_in(run.get("metrics") or {} for run in runs)
-
-
-def families_in(records: Iterable[dict]) -> list[str]:
-    """Eval families among the keys of metrics dicts (or of table rows, keyed the same way), first-seen order."""
-    return list(dict.fromkeys(family for record in records for key in record if (family := family_of(key))))
-
-
-def family_of(key: str) -> str | None:
-    """The eval family a metric name belongs to (math500 for math500/pass@4); None for the non-family
-    prefixes (cost/, eval/, diag/, registered/, sampler/, exact/, train/) and for names without '/'."""
-    prefix, slash, _ = key.partition("/")
-    return prefix if slash and prefix not in _NOT_FAMILIES else None
 
 
 def family_kind(records: Iterable[dict], family: str) -> str:

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from powerflow.errors import ConfigError
+from powerflow.registry import Baseline
 
 if TYPE_CHECKING:
     import torch
@@ -375,3 +376,15 @@ def mcmc_sampler(cfg: MCMCConfig) -> Sampler:
         return mcmc_power_sample(model, tokenizer, prompts, n, cfg, seed=seed)
 
     return sample
+
+
+def mcmc_for(cfg, alpha: float) -> Sampler:
+    """The MCMC power-sampling baseline of a sweep at power α (baselines.mcmc_*, evaluate's batch)."""
+    b = cfg.baselines
+    return mcmc_sampler(MCMCConfig(alpha=alpha, max_new_tokens=b.mcmc_max_new_tokens, n_blocks=b.mcmc_blocks,
+                                   n_mcmc=b.mcmc_steps, batch_size=cfg.evaluate.batch_size))
+
+
+MCMC = Baseline("mcmc", "inference", "MCMC power sampling toward p_base^α (Metropolis-Hastings over blocks)",
+                mcmc_for)
+

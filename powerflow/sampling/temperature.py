@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from powerflow.eval.evaluate import SampleBatch, Sampler
 from powerflow.eval.generation import generate_completions
+from powerflow.registry import Baseline
 
 
 def low_temperature_sampler(alpha: float, max_new_tokens: int, batch_size: int = 64) -> Sampler:
@@ -28,3 +29,12 @@ def low_temperature_sampler(alpha: float, max_new_tokens: int, batch_size: int =
         return SampleBatch(completions, sum(c.n_tokens for cs in completions for c in cs), {"temperature": 1 / alpha})
 
     return sample
+
+
+def low_temperature_for(cfg, alpha: float) -> Sampler:
+    """The low-temperature baseline of a sweep at power α (evaluate: lengths and batch)."""
+    return low_temperature_sampler(alpha, cfg.evaluate.max_new_tokens, cfg.evaluate.batch_size)
+
+
+LOW_TEMPERATURE = Baseline("low_temperature", "inference", "token-level temperature 1/α on the base model",
+                           low_temperature_for)

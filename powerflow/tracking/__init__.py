@@ -4,14 +4,15 @@
     experiment_id = connect(cfg, project_root)                     # store.py
     parent = sweep_parent_run(experiment_id, "sweep-2025-01")      # runs.py
     run_id = start_child_run(experiment_id, parent, "alpha=4/la_tb", params, tags)
-    trainer.add_callback(MlflowStepLogger(run_id))                 # callback.py
+    trainer.add_callback(MlflowStepLogger(run_id))                 # callback.py (imports transformers)
     log_metrics(run_id, {"eval/reasoning/accuracy": 0.42})
     version = register_checkpoint(run_id, ckpt_dir, registered_model_name(cfg, base), tags)  # registry.py
     set_alias(version.name, "best-reasoning", version.version)
     load_policy(f"models:/{version.name}@best-reasoning").predict(["2+2="])
 
 Importing this package imports neither mlflow nor transformers; each function imports what it
-uses, and `MlflowStepLogger` (a transformers TrainerCallback) is loaded on first access.
+uses. `MlflowStepLogger` (a transformers TrainerCallback) is not re-exported here: import it from
+powerflow.tracking.callback.
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ __all__ = [
     "ROLE_TAG",
     "SWEEP_TAG",
     "VERSION_TAG_KEYS",
-    "MlflowStepLogger",
     "ModelVersionNotFoundError",
     "PendingMetrics",
     "RegisteredVersion",
@@ -86,10 +86,3 @@ __all__ = [
     "version_tags",
 ]
 
-
-def __getattr__(name: str):
-    if name == "MlflowStepLogger":
-        from powerflow.tracking.callback import MlflowStepLogger
-
-        return MlflowStepLogger
-    raise AttributeError(f"module 'powerflow.tracking' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """MlflowStepLogger: a transformers TrainerCallback that logs training metrics to an existing run.
 
 Kept apart from the rest of powerflow.tracking because it subclasses a transformers class:
-`from powerflow.tracking import MlflowStepLogger` imports transformers only when asked for.
+`from powerflow.tracking.callback import MlflowStepLogger` imports transformers (the package alone does not).
 Unlike transformers' own MLflowCallback it starts no run and reads no environment: it logs to the
 child run the pipeline created (by id), so training in any process lands in the right run.
 """

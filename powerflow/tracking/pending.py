@@ -3,7 +3,7 @@
 Training never waits for the tracking server. `MlflowStepLogger` appends each step's metrics to a
 JSON-lines file (outputs/train/<name>/mlflow_pending.jsonl), sends the file and removes it; while
 the server is down the lines stay and training goes on. Closing the run sends what is left
-(`pipeline.close_member_run`), waiting up to `tracking.outage_wait_s` for the server.
+(`powerflow.pipeline.train.close_member_run`), waiting up to `tracking.outage_wait_s` for the server.
 
     pending = PendingMetrics(out / PENDING_FILE)
     pending.append(run_id, {"train/loss": 0.3}, step=7)

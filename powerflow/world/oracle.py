@@ -172,12 +172,10 @@ def sampled_kl_uniform(probs: Sequence[float], valid: Sequence[bool], n: int, dr
 
 
 def target_log_probs(log_p: torch.Tensor, length: torch.Tensor, alpha: float, objective: str) -> torch.Tensor:
-    """The fixed point of `objective` on S: p_α for tb, the length tilt for la_tb."""
-    if objective == "la_tb":
-        return tilted_on_support(log_p, length, alpha)[0]
-    if objective == "tb":
-        return power_on_support(log_p, alpha)
-    raise ValueError(f"no support oracle for objective {objective!r}: use la_tb or tb")
+    """The fixed point of `objective` on S (powerflow.registry): p_α for tb, the length tilt for la_tb."""
+    from powerflow.registry import objective as objective_named
+
+    return objective_named(objective).fixed_point(log_p, length, alpha)[0]
 
 
 def distribution_metrics(family: str, log_q: torch.Tensor, items: Sequence[SupportItem], n: int) -> dict[str, float]:

@@ -140,11 +140,6 @@ def sample_open_completion(cfg: WorldConfig, category: str, rng: random.Random) 
     return rng.choices(list(dist), weights=list(dist.values()))[0]
 
 
-def open_prompts(cfg: WorldConfig, templates: Sequence[str]) -> list[tuple[str, str]]:
-    """(category, prompt) for every category and template."""
-    return [(c, open_prompt(t, c)) for c in cfg.categories for t in templates]
-
-
 # ---------------------------------------------------------------------------------------------
 # Public API
 

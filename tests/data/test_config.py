@@ -4,7 +4,8 @@ import dataclasses
 
 import pytest
 
-from powerflow.config import ConfigError, section_from_dict
+from powerflow.config.parse import section_from_dict
+from powerflow.errors import ConfigError
 from powerflow.data.config import DataConfig
 
 

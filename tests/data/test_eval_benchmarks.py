@@ -7,7 +7,7 @@ import datasets
 import huggingface_hub
 import pytest
 
-from powerflow.config import UserError
+from powerflow.errors import UserError
 from powerflow.eval.benchmarks import (
     LETTERS,
     MATH_TEMPLATE,

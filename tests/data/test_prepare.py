@@ -5,15 +5,11 @@ import json
 import pandas as pd
 import pytest
 
-from powerflow.config import UserError
-from powerflow.data import (
-    DataConfig,
-    DataValidationError,
-    PreparedDataError,
-    load_prepared,
-    prepare_prompts,
-)
+from powerflow.errors import UserError
+from powerflow.data.config import DataConfig
+from powerflow.data.prepare import PreparedDataError, load_prepared, prepare_prompts
 from powerflow.data.schema import PROMPT_COLUMNS
+from powerflow.data.validation import DataValidationError
 
 
 @pytest.fixture
@@ -108,7 +104,9 @@ def test_load_prepared_errors_say_how_to_fix(project, world_rows, tokenizer):
 
 def test_embedded_world_rows_pass_validation(project):
     """The real world's prompt rows and tokenizer (what `dvc repro prepare` uses by default)."""
-    from powerflow.world import WorldConfig, build_tokenizer, world_prompt_rows
+    from powerflow.world.config import WorldConfig
+    from powerflow.world.teacher import world_prompt_rows
+    from powerflow.world.tokenizer import build_tokenizer
 
     world = WorldConfig()
     rows = world_prompt_rows(world)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from powerflow.config import ConfigError
+from powerflow.errors import ConfigError
 from powerflow.data.config import DataConfig
 from powerflow.data.schema import (
     ANSWER_COLUMNS,

@@ -11,8 +11,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from benchmarks.pipeline_project import BIN, env_for, make_project
 from powerflow.orchestration import local_prefect_server, stop_process_group
-from tests.pipeline_project import BIN, env_for, make_project
 
 pytestmark = pytest.mark.slow
 

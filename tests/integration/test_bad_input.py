@@ -11,7 +11,7 @@ import socket
 import pytest
 import yaml
 
-from tests.pipeline_project import make_project, run, tiny_params
+from benchmarks.pipeline_project import make_project, run, tiny_params
 
 
 def _project(tmp_path, edit=None):

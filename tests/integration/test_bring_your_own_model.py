@@ -23,6 +23,7 @@ import re
 
 import pytest
 
+from benchmarks.pipeline_project import make_project, run
 from tests.byo_model import (
     gpqa_style_records,
     math500_style_records,
@@ -32,7 +33,6 @@ from tests.byo_model import (
     save_hub_style_model,
 )
 from tests.data.benchmark_files import write_coverageqa_json, write_records
-from tests.pipeline_project import make_project, run
 
 pytestmark = pytest.mark.slow
 

@@ -74,7 +74,7 @@ def test_missing_params_file_names_the_fix(tmp_path):
 def _pipeline_params(tmp_path, **sweep):
     import yaml
 
-    from tests.pipeline_project import tiny_params
+    from benchmarks.pipeline_project import tiny_params
 
     params = tiny_params(alphas=(2.0,), overrides={"sweep": sweep})
     path = tmp_path / "params.yaml"

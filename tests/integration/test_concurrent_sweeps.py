@@ -18,9 +18,9 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from benchmarks.pipeline_project import BIN, ONE_MEMBER_OVERRIDES, env_for, make_project
 from powerflow.orchestration import local_prefect_server
-from tests.pipeline_project import BIN, ONE_MEMBER_OVERRIDES, env_for, make_project
-from tests.servers import mlflow_server
+from powerflow.servers import mlflow_server
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.pipeline_project import BIN, env_for, make_project
+from benchmarks.pipeline_project import BIN, env_for, make_project
 
 
 @pytest.fixture(scope="module")

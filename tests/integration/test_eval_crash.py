@@ -18,7 +18,7 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from tests.pipeline_project import BIN, ONE_MEMBER_OVERRIDES, env_for, make_project, run
+from benchmarks.pipeline_project import BIN, ONE_MEMBER_OVERRIDES, env_for, make_project, run
 
 pytestmark = pytest.mark.slow
 

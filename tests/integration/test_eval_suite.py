@@ -17,12 +17,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from powerflow.config import UserError, load_pipeline_config, section_from_dict
+from powerflow.config import load_pipeline_config
+from powerflow.config.parse import section_from_dict
+from powerflow.errors import UserError
 from powerflow.eval.config import EvalConfig
 from powerflow.eval.evaluate import evaluate_model
 from powerflow.eval.grading import NO_ANSWER
 from powerflow.eval.suite import eval_suite
-from powerflow.pipeline import evaluate_checkpoint, load_causal_lm, load_tokenizer
+from powerflow.pipeline.evaluate import evaluate_checkpoint
+from powerflow.pipeline.loading import load_causal_lm, load_tokenizer
 from tests.data.benchmark_files import (
     coverageqa_release,
     gpqa_records,

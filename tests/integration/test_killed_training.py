@@ -20,7 +20,7 @@ import pytest
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
-from tests.pipeline_project import BIN, env_for, prepared_project, run
+from benchmarks.pipeline_project import BIN, env_for, prepared_project, run
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from tests.pipeline_project import make_project, run
+from benchmarks.pipeline_project import make_project, run
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """The CPU check of every shipped preset, as a user runs it before renting a GPU.
 
-For each preset, in a tiny git + DVC project (tests/pipeline_project.py) with the repository's
+For each preset, in a tiny git + DVC project (benchmarks/pipeline_project.py) with the repository's
 accelerate configs: a small local model with a chat template (tests/byo_model.py), a prompt file
 in the preset's own source columns and a local file for each benchmark the preset evaluates;
 then `powerflow preset apply NAME --model DIR --data FILE --source BENCHMARK=FILE ...` and
@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks.pipeline_project import ROOT, make_project, run
 from powerflow.presets import get_preset, preset_names
 from tests.byo_model import math_prompt_records, save_hub_style_model
 from tests.data.benchmark_files import (gpqa_records, math500_records, mmlu_pro_records, write_coverageqa_json,
                                         write_creative_json, write_records)
-from tests.pipeline_project import ROOT, make_project, run
 
 pytestmark = pytest.mark.slow
 

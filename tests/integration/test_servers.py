@@ -1,4 +1,4 @@
-"""The loopback servers of tests/servers.py start, answer, restart on the same port, and stop."""
+"""The loopback servers of powerflow/servers.py start, answer, restart on the same port, and stop."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import urllib.request
 
 import pytest
 
-from tests.servers import mlflow_server, moto_s3_server
+from powerflow.servers import mlflow_server, moto_s3_server
 
 
 def _answers(url: str) -> bool:

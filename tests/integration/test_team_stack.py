@@ -23,9 +23,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from benchmarks.pipeline_project import ROOT, env_for, make_project, run
 from powerflow.orchestration import local_prefect_server
-from tests.pipeline_project import ROOT, env_for, make_project, run
-from tests.servers import mlflow_server, moto_s3_server
+from powerflow.servers import mlflow_server, moto_s3_server
 
 pytestmark = pytest.mark.slow
 

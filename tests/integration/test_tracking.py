@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from powerflow.config import UserError
+from powerflow.errors import UserError
 from powerflow.tracking import (
     CHECKPOINT_SHA_TAG,
     ROLE_TAG,
     SWEEP_TAG,
-    MlflowStepLogger,
     ModelVersionNotFoundError,
     TrackingConfig,
     TrackingUnavailableError,
@@ -30,6 +29,7 @@ from powerflow.tracking import (
     start_child_run,
     sweep_parent_run,
 )
+from powerflow.tracking.callback import MlflowStepLogger
 from powerflow.world.enumerable import build_model, build_tokenizer, save_pair
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # MLflow's advice on type hints/examples

@@ -6,7 +6,7 @@ stays down the command fails naming the files that hold the results, keeping the
 so that the rerun trains nothing and logs everything into the same run.
 
 The first tests use an MLflow SQLite store and a loopback port nothing listens on; the slow ones
-run `powerflow train` against a real `mlflow server` (tests/servers.py) that they stop and restart.
+run `powerflow train` against a real `mlflow server` (powerflow/servers.py) that they stop and restart.
 """
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ import yaml
 from mlflow import MlflowClient
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
+from benchmarks.pipeline_project import BIN, env_for, prepared_project, run
 from powerflow.orchestration import free_port
+from powerflow.servers import mlflow_server
 from powerflow.tracking import (
-    MlflowStepLogger,
     PendingMetrics,
     TrackingConfig,
     connect,
     start_child_run,
     sweep_parent_run,
 )
-from tests.pipeline_project import BIN, env_for, prepared_project, run
-from tests.servers import mlflow_server
+from powerflow.tracking.callback import MlflowStepLogger
 
 NAME = "alpha-2.0-la_tb-s0"
 TRAIN = ["powerflow", "train", "--alpha", "2.0", "--objective", "la_tb", "--seed", "0"]
@@ -108,7 +108,7 @@ def test_prefect_does_not_retry_a_close_that_already_waited_out_the_outage():
     from mlflow.exceptions import MlflowException
     from prefect.states import Failed
 
-    from powerflow.pipeline import ResultsNotLoggedError
+    from powerflow.pipeline.train import ResultsNotLoggedError
     from tasks.steps import close_training_run, retry_unless_user_error
 
     assert close_training_run.retries == 3 and close_training_run.retry_condition_fn is retry_unless_user_error

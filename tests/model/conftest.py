@@ -1,6 +1,6 @@
 import pytest
 
-from powerflow.config import ExactCheckConfig
+from powerflow.config.sections import ExactCheckConfig
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from powerflow.config import ExactCheckConfig
+from powerflow.config.sections import ExactCheckConfig
 from powerflow.verify import trainer_for_enumerable
 
 # 8 completions of one prompt on the enumerable world: 4 per rank.

@@ -15,7 +15,7 @@ from powerflow.baselines.trainers import (
     baseline_trainer,
     recipe,
 )
-from powerflow.config import UserError
+from powerflow.errors import UserError
 from powerflow.eval.grading import AnswerKind, answer_kind
 from powerflow.world.enumerable import random_base
 

@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from powerflow.checkpoints import CheckpointError, check_checkpoint_dir, check_remote_code
-from powerflow.config import UserError
+from powerflow.errors import UserError
 from powerflow.objectives import LogZHead
-from powerflow.pipeline import load_causal_lm, load_tokenizer
+from powerflow.pipeline.loading import load_causal_lm, load_tokenizer
 from powerflow.trainer import LOGZ_HEAD_FILE, load_logz_head
 from tests.model_dirs import HIDDEN_SIZE, save_world_model
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from powerflow.config import load_exact_config
+from powerflow.config.sections import load_exact_config
 from powerflow.verify import train_and_measure
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from powerflow.config import UserError
+from powerflow.errors import UserError
 from powerflow.eval.config import EvalConfig
 from powerflow.eval.evaluate import EvalDataError, evaluate_model
 from powerflow.eval.generation import generate_completions

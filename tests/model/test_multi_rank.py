@@ -17,7 +17,11 @@ import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.utils import DistributedType, is_deepspeed_available
 
-from powerflow.config import ConfigError, TrainConfig, load_pipeline_config, section_from_dict
+from benchmarks.pipeline_project import ROOT, make_project, run, tiny_params
+from powerflow.config import load_pipeline_config
+from powerflow.config.parse import section_from_dict
+from powerflow.config.train import TrainConfig
+from powerflow.errors import ConfigError
 from powerflow.distributed import (
     LaunchError,
     check_launchable,
@@ -28,7 +32,6 @@ from powerflow.distributed import (
 )
 from powerflow.orchestration import free_port
 from tests.model import multi_rank_grads as ranks
-from tests.pipeline_project import ROOT, make_project, run, tiny_params
 
 CONFIGS = ROOT / "infra" / "accelerate"
 CPU_CONFIG = "infra/accelerate/ddp_cpu.yaml"

@@ -11,7 +11,8 @@ import shutil
 import pytest
 import torch
 
-from powerflow.pipeline import HISTORY_KEYS, history_rows, resumable_checkpoint, train_or_restore, training_workdir
+from powerflow.pipeline.layout import HISTORY_KEYS, history_rows
+from powerflow.pipeline.train import resumable_checkpoint, train_or_restore, training_workdir
 from powerflow.verify import trainer_for_enumerable
 
 PARAMS = {"train": {"steps": 4, "seed": 0}}
@@ -25,7 +26,7 @@ def _trainable(trainer):
 
 @pytest.fixture(scope="module")
 def small_cfg_module():
-    from powerflow.config import ExactCheckConfig
+    from powerflow.config.sections import ExactCheckConfig
 
     return ExactCheckConfig(steps=4, num_generations=16)
 

@@ -12,7 +12,7 @@ import importlib.util
 import pytest
 import torch
 
-from powerflow.config import ExactCheckConfig
+from powerflow.config.sections import ExactCheckConfig
 from powerflow.trainer import PowerFlowConfig, rollout_engine_weights
 from powerflow.verify import trainer_for_enumerable
 

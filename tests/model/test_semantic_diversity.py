@@ -2,7 +2,7 @@
 
 import pytest
 
-from powerflow.config import UserError
+from powerflow.errors import UserError
 from powerflow.eval.diversity import (
     EmbedderNotFoundError,
     load_embedder,

@@ -5,7 +5,7 @@ enumerable world with PowerFlowTrainer on CPU."""
 import pytest
 import torch
 
-from powerflow.config import ExactCheckConfig
+from powerflow.config.sections import ExactCheckConfig
 from powerflow.verify import trainer_for_enumerable
 
 

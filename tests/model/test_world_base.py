@@ -15,7 +15,10 @@ from collections import Counter
 import pytest
 import torch
 
-from powerflow.world import PretrainConfig, WorldConfig, grade, pretrain_base, world_prompt_rows
+from powerflow.world.config import PretrainConfig, WorldConfig
+from powerflow.world.grading import grade
+from powerflow.world.pretrain import pretrain_base
+from powerflow.world.teacher import world_prompt_rows
 
 TINY = PretrainConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, n_documents=256,
                       steps=4, batch_size=16, warmup_steps=1)

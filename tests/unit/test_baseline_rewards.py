@@ -14,7 +14,7 @@ from powerflow.baselines.rewards import (
     empo_rewards,
     semantic_entropy,
 )
-from powerflow.config import UserError
+from powerflow.errors import UserError
 from powerflow.eval.grading import AnswerKind, answer_kind, family_graders
 
 WORLD = {"reasoning": answer_kind("world_integer"), "open_ended": answer_kind("world_open")}

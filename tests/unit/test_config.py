@@ -4,7 +4,9 @@ import math
 
 import pytest
 
-from powerflow.config import ConfigError, ExactCheckConfig, load_exact_config, section_from_dict
+from powerflow.config.parse import section_from_dict
+from powerflow.config.sections import ExactCheckConfig, load_exact_config
+from powerflow.errors import ConfigError
 from powerflow.trainer import PowerFlowConfig
 
 
@@ -40,9 +42,25 @@ def test_power_flow_config_refuses(kwargs, field):
     assert "set" in str(err.value) or "use" in str(err.value) or "fix" in str(err.value)
 
 
+def test_train_section_and_trainer_config_share_one_definition_of_the_power_flow_settings():
+    """params.yaml's `train:` and the trainer's config inherit PowerFlowArguments: same fields, same
+    defaults, same checks (an error names the key as each spells it)."""
+    from powerflow.arguments import POWER_FLOW_FIELDS, PowerFlowArguments
+    from powerflow.config.train import TrainConfig
+
+    trainer, train, shared = _cfg(), TrainConfig(), PowerFlowArguments()
+    assert set(POWER_FLOW_FIELDS) >= {"logz", "logz_learning_rate", "base_mix", "huber_delta", "format_pattern"}
+    for name in POWER_FLOW_FIELDS:
+        assert getattr(trainer, name) == getattr(train, name) == getattr(shared, name), name
+    with pytest.raises(ConfigError, match=r"^train\.base_mix=1\.5"):
+        TrainConfig(base_mix=1.5)
+    with pytest.raises(ConfigError, match=r"^PowerFlowConfig\.base_mix=1\.5"):
+        _cfg(base_mix=1.5)
+
+
 def test_power_flow_config_defaults():
     cfg = _cfg()
-    assert (cfg.alpha, cfg.objective, cfg.logz, cfg.temperature, cfg.beta) == (4.0, "la_tb", "head", 1.0, 0.0)
+    assert (cfg.alpha, cfg.objective, cfg.logz, cfg.temperature, cfg.beta) == (4.0, "tb", "head", 1.0, 0.0)
     assert cfg.mask_truncated_completions is False
 
 
@@ -126,67 +144,73 @@ def test_pipeline_params_errors_name_the_key(tmp_path, edit, message):
         load_pipeline_config(_pipeline_params(tmp_path, edit))
 
 
-def test_alpha_labels_match_what_dvc_renders():
-    from powerflow.config import UserError
-    from powerflow.pipeline import alpha_label, run_name
+def test_a_member_is_one_value_named_as_dvc_renders_its_paths():
+    from powerflow.errors import UserError
+    from powerflow.member import Member
 
-    assert alpha_label("4.0") == "4.0" and alpha_label(4) == "4.0" and alpha_label(0.5) == "0.5"
-    assert run_name("2.0", "tb", 0) == "alpha-2.0-tb-s0"
-    for bad in ("0", "-1", "nan", "inf", "four"):
-        with pytest.raises(UserError, match="--alpha"):
-            alpha_label(bad)
+    member = Member(4, "tb", 0)
+    assert member.alpha == 4.0 and isinstance(member.alpha, float) and member.label == "4.0"
+    assert member.name == "alpha-4.0-tb-s0" and member.group == "alpha-4.0-tb"  # seed 0 is suffixed too
+    assert Member.from_name("alpha-0.5-la_tb-s12") == Member(0.5, "la_tb", 12)
+    assert Member.from_name(member.name) == member and member.params["alpha"] == 4.0
+    assert member.command == "powerflow train --alpha 4.0 --objective tb --seed 0"
+    for bad in ("grpo", "alpha-x-tb-s0", "alpha-4.0-tb-0", "mcmc-4.0"):
+        assert not Member.is_name(bad)
+    for alpha in (0, -1.0, float("nan"), float("inf"), True):
+        with pytest.raises(UserError, match="finite number > 0"):
+            Member(alpha, "tb", 0)
 
 
-def test_seeds_default_to_one_and_each_member_is_named_by_alpha_objective_and_seed(tmp_path):
-    from powerflow.config import SweepConfig, load_pipeline_config
-    from powerflow.pipeline import group_name, run_name, sweep_members, train_command
+def test_alphas_written_as_integers_are_refused_since_dvc_would_name_other_folders(tmp_path):
+    from powerflow.config import load_pipeline_config
 
-    assert SweepConfig().seeds == (0,)
-    # seed 0 is suffixed too (DVC's matrix paths are one pattern); the CLI's text and DVC's str() agree
-    assert run_name("4.0", "la_tb", 0) == run_name(4, "la_tb", "0") == "alpha-4.0-la_tb-s0"
-    assert run_name("0.5", "tb", 12) == "alpha-0.5-tb-s12" and group_name(4, "la_tb") == "alpha-4.0-la_tb"
+    with pytest.raises(ConfigError, match=r"sweep\.alphas\[1\] = 4: write it as 4\.0"):
+        load_pipeline_config(_pipeline_params(tmp_path, lambda p: p["sweep"].update(alphas=[0.5, 4])))
+
+
+def test_the_sweep_lists_its_members_in_dvc_matrix_order(tmp_path):
+    from powerflow.config import load_pipeline_config
+    from powerflow.config.sections import SweepConfig
+    from powerflow.pipeline.layout import train_command
+
+    assert SweepConfig().seeds == (0,) and SweepConfig().objectives == ("tb",)
     assert train_command("alpha-4.0-la_tb-s2") == "powerflow train --alpha 4.0 --objective la_tb --seed 2"
     cfg = load_pipeline_config(_pipeline_params(tmp_path, lambda p: p["sweep"].update(
         alphas=[0.5, 4.0], objectives=["la_tb", "tb"], seeds=[0, 1])))
-    members = sweep_members(cfg)
-    assert members[:3] == [("0.5", "la_tb", 0), ("0.5", "la_tb", 1), ("0.5", "tb", 0)]  # DVC's matrix order
-    assert len({run_name(*m) for m in members}) == len(members) == 8
+    members = cfg.sweep.members
+    assert [m.name for m in members[:3]] == ["alpha-0.5-la_tb-s0", "alpha-0.5-la_tb-s1", "alpha-0.5-tb-s0"]
+    assert len({m.name for m in members}) == len(members) == 8
 
 
-def test_a_member_command_needs_a_seed_only_when_the_sweep_has_several(tmp_path):
-    from powerflow.config import UserError, load_pipeline_config
-    from powerflow.pipeline import check_seed, member_seed
+def test_a_command_names_a_member_of_the_sweep_and_alpha_is_parsed_there(tmp_path):
+    from powerflow.config import load_pipeline_config
+    from powerflow.errors import UserError
+    from powerflow.member import Member
 
-    one = load_pipeline_config(_pipeline_params(tmp_path, lambda p: p["sweep"].update(seeds=[7])))
-    assert member_seed(one, None) == 7 and member_seed(one, "3") == 3
-    several = load_pipeline_config(_pipeline_params(tmp_path, lambda p: p["sweep"].update(seeds=[0, 1, 2])))
-    assert member_seed(several, 1) == 1
+    one = load_pipeline_config(_pipeline_params(tmp_path, lambda p: p["sweep"].update(seeds=[7], objectives=["tb"])))
+    assert one.sweep.member("2.0") == Member(2.0, "tb", 7) and one.sweep.member(2, None, "7").seed == 7
+    with pytest.raises(UserError, match=r"--alpha 3.0: α = 3 is not in sweep.alphas"):
+        one.sweep.member("3.0")
+    assert one.sweep.member("3.0", listed=False, seed=3) == Member(3.0, "tb", 3)  # a Prefect run parameter
+    for bad in ("0", "-1", "nan", "inf", "four"):
+        with pytest.raises(UserError, match="--alpha"):
+            one.sweep.member(bad)
+    several = load_pipeline_config(_pipeline_params(tmp_path, lambda p: p["sweep"].update(
+        seeds=[0, 1, 2], objectives=["la_tb", "tb"])))
+    assert several.sweep.member("2.0", "tb", 1).name == "alpha-2.0-tb-s1"
     with pytest.raises(UserError, match=r"--seed is required: sweep\.seeds lists 3 seeds \(0, 1, 2\).*--seed 0"):
-        member_seed(several, None)
+        several.sweep.member("2.0", "tb")
+    with pytest.raises(UserError, match="--objective is required: sweep.objectives lists 2 objectives"):
+        several.sweep.member("2.0", None, 0)
+    with pytest.raises(UserError, match=r"--objective exact: not in sweep.objectives"):
+        several.sweep.member("2.0", "exact", 0)
     for bad in (-1, "x", "1.5", True):
         with pytest.raises(UserError, match="integer >= 0"):
-            check_seed(bad)
-
-
-def test_member_objective_defaults_to_the_only_one_and_is_required_with_several():
-    from dataclasses import replace
-    from pathlib import Path
-
-    from powerflow.config import UserError, load_pipeline_config
-    from powerflow.pipeline import member_objective
-
-    cfg = load_pipeline_config(Path(__file__).resolve().parents[2] / "params.yaml")
-    only = cfg.sweep.objectives[0]
-    assert member_objective(cfg, None) == only and member_objective(cfg, "la_tb") == "la_tb"
-    several = replace(cfg, sweep=replace(cfg.sweep, objectives=("la_tb", "tb")))
-    with pytest.raises(UserError, match="--objective is required: sweep.objectives lists la_tb, tb"):
-        member_objective(several, None)
-    with pytest.raises(UserError, match="--objective 'exact' is unknown"):
-        member_objective(cfg, "exact")
+            several.sweep.member("2.0", "tb", bad)
 
 
 def test_data_answer_kind_reads_one_kind_or_a_mapping_from_yaml():
-    from powerflow.config import section_from_dict
+    from powerflow.config.parse import section_from_dict
     from powerflow.data.config import DataConfig
 
     assert section_from_dict(DataConfig, {"answer_kind": "math"}, "data").answer_kind == "math"

@@ -1,53 +1,181 @@
-"""Each DVC stage depends on exactly the pipeline modules its step runs (and so reruns only when they change)."""
+"""Each DVC stage depends on exactly the code its entry module can import (and so reruns only when
+that changes): dvc.yaml is rendered from the stage table in powerflow/pipeline/stages.py."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
+import pytest
 import yaml
 
-from tests.unit.test_import_cycles import import_graph
+from powerflow.pipeline import stages as st
 
 ROOT = Path(__file__).resolve().parents[2]
+EVALUATION_STAGES = ("evaluate_base", "evaluate", "evaluate_baseline", "evaluate_method", "evaluate_verbalized")
 
-# The stage module each dvc.yaml stage's CLI command runs.
-STAGE_MODULE = {
-    "prepare": "prepare", "base": "base", "train": "train", "train_baseline": "train",
-    "evaluate_base": "evaluate", "evaluate": "evaluate", "evaluate_baseline": "evaluate",
-    "evaluate_method": "evaluate", "evaluate_verbalized": "evaluate",
-    "register": "register", "register_baseline": "register", "report": "report",
+
+def dvc_stages() -> dict[str, dict]:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def stage_problems(stage: st.Stage, deps: list[str], files: dict[str, Path], graph: dict[str, set[str]]) -> list[str]:
+    """What is wrong with `deps` as `stage`'s code deps: modules its entry can import that no dep
+    covers, and deps under powerflow/ that it cannot import."""
+    modules = st.closure(stage.entry, graph)
+    return ([f"{stage.name}: {m} ({st.dep_path(m, files)}) is imported from {stage.entry} but not a dep"
+             for m in st.uncovered(modules, deps, files)]
+            + [f"{stage.name}: {d} is a dep but {stage.entry} imports nothing under it"
+               for d in st.not_imported(modules, deps, files)])
+
+
+def test_dvc_yaml_is_what_the_stage_table_renders():
+    fix = "dvc.yaml is stale: run `python -m powerflow.pipeline.stages --write`"
+    listed, rendered = dvc_stages(), st.stage_dicts()
+    changed = {name: {"new": sorted(set(entry["deps"]) - set(listed.get(name, {}).get("deps", []))),
+                      "gone": sorted(set(listed.get(name, {}).get("deps", [])) - set(entry["deps"]))}
+               for name, entry in rendered.items()}
+    assert not {k: v for k, v in changed.items() if v["new"] or v["gone"]}, (fix, changed)
+    assert (ROOT / "dvc.yaml").read_text() == st.render(), fix
+
+
+def test_every_stage_depends_on_exactly_its_import_closure():
+    files = st.module_files()
+    graph = st.import_graph(files)
+    listed = dvc_stages()
+    assert [s.name for s in st.STAGES] == list(listed)
+    problems = [p for stage in st.STAGES for p in stage_problems(stage, listed[stage.name]["deps"], files, graph)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_table_keeps_every_data_dep_before_the_code_deps():
+    for stage in st.STAGES:
+        deps = dvc_stages()[stage.name]["deps"]
+        assert deps[:len(stage.deps)] == list(stage.deps)
+        assert all(d.startswith("powerflow/") for d in deps[len(stage.deps):]), stage.name
+
+
+def test_no_evaluation_stage_depends_on_the_report():
+    listed = dvc_stages()
+    for name in EVALUATION_STAGES:
+        assert "powerflow/eval" in listed[name]["deps"]
+        report = ("powerflow/report", "powerflow/pipeline/report")
+        assert not [d for d in listed[name]["deps"] if d.startswith(report)], name
+    for name in ("prepare", "base", "train", "train_baseline", "register", "register_baseline", "verify_exact"):
+        assert not [d for d in listed[name]["deps"] if d.startswith("powerflow/report")], name
+    assert "powerflow/report" in listed["report"]["deps"]
+
+
+# --- the checks themselves, on a synthetic package ---------------------------------------------------
+
+
+def write_package(root: Path, modules: dict[str, str]) -> Path:
+    """A package tree under root/powerflow from {dotted module: source}; returns root/powerflow."""
+    for name, source in modules.items():
+        parts = name.split(".")
+        is_package = any(other.startswith(name + ".") for other in modules)
+        path = root.joinpath(*parts, "__init__.py") if is_package else root.joinpath(*parts[:-1], parts[-1] + ".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+    return root / "powerflow"
+
+
+SYNTHETIC = {
+    "powerflow": "",
+    "powerflow.helper": "",
+    "powerflow.unused": "",
+    "powerflow.pipeline": "",
+    "powerflow.pipeline.layout": "",
+    "powerflow.pipeline.evaluate": """
+        from typing import TYPE_CHECKING
+        from powerflow.pipeline.layout import Layout
+        from . import helper_of_stage
+        if TYPE_CHECKING:
+            from powerflow.report.values import fmt
+        def run():
+            from powerflow.eval.metrics import pass_at_k
+            return "powerflow.world.grading:Grade"
+    """,
+    "powerflow.pipeline.helper_of_stage": "",
+    "powerflow.pipeline.report": "from powerflow.report import tables\n",
+    "powerflow.eval": "",
+    "powerflow.eval.metrics": "import powerflow.helper\n",
+    "powerflow.world": "",
+    "powerflow.world.grading": "",
+    "powerflow.report": "",
+    "powerflow.report.tables": "from powerflow.eval.metrics import pass_at_k\n",
+    "powerflow.report.values": "",
 }
 
 
-# Split packages whose modules each stage lists one by one (the rest of powerflow/ is listed by folder).
-SPLIT_PACKAGES = ("powerflow.pipeline", "powerflow.report")
+def test_the_closure_follows_function_level_relative_and_registry_imports_but_not_type_checking(tmp_path):
+    files = st.module_files(write_package(tmp_path, SYNTHETIC))
+    graph = st.import_graph(files)
+    assert st.closure("powerflow.pipeline.evaluate", graph) == {
+        "powerflow", "powerflow.pipeline", "powerflow.pipeline.evaluate", "powerflow.pipeline.layout",
+        "powerflow.pipeline.helper_of_stage", "powerflow.eval", "powerflow.eval.metrics", "powerflow.helper",
+        "powerflow.world", "powerflow.world.grading"}
+    assert st.code_deps("powerflow.pipeline.evaluate", graph, files) == [
+        "powerflow/__init__.py", "powerflow/eval", "powerflow/helper.py", "powerflow/pipeline/__init__.py",
+        "powerflow/pipeline/evaluate.py", "powerflow/pipeline/helper_of_stage.py", "powerflow/pipeline/layout.py",
+        "powerflow/world"]
+    assert "powerflow/report" in st.code_deps("powerflow.pipeline.report", graph, files)
+    with pytest.raises(KeyError, match="powerflow.pipeline.gone"):
+        st.closure("powerflow.pipeline.gone", graph)
 
 
-def module_path(name: str) -> str:
-    return f"{name.replace('.', '/')}/__init__.py" if name in SPLIT_PACKAGES else name.replace(".", "/") + ".py"
+def test_the_coverage_check_fails_on_a_missing_dep_and_on_a_dep_the_stage_cannot_import(tmp_path):
+    files = st.module_files(write_package(tmp_path, SYNTHETIC))
+    graph = st.import_graph(files)
+    stage = st.Stage("evaluate", "powerflow evaluate", "powerflow.pipeline.evaluate")
+    good = st.code_deps(stage.entry, graph, files)
+    assert stage_problems(stage, good, files, graph) == []
+    # The function-level import of powerflow.eval.metrics is not covered once powerflow/eval is dropped.
+    missing = [d for d in good if d != "powerflow/eval"]
+    assert stage_problems(stage, missing, files, graph) == [
+        "evaluate: powerflow.eval (powerflow/eval) is imported from powerflow.pipeline.evaluate but not a dep",
+        "evaluate: powerflow.eval.metrics (powerflow/eval) is imported from powerflow.pipeline.evaluate but not a dep"]
+    # A module file listed alone does not cover the rest of its package.
+    partial = [*missing, "powerflow/eval/metrics.py"]
+    assert [p.split(" (")[0] for p in stage_problems(stage, partial, files, graph)] == ["evaluate: powerflow.eval"]
+    # The report is imported under TYPE_CHECKING only: listing it is a dep the stage cannot import.
+    assert stage_problems(stage, [*good, "powerflow/report", "powerflow/unused.py"], files, graph) == [
+        "evaluate: powerflow/report is a dep but powerflow.pipeline.evaluate imports nothing under it",
+        "evaluate: powerflow/unused.py is a dep but powerflow.pipeline.evaluate imports nothing under it"]
 
 
-def pipeline_closure(module: str) -> set[str]:
-    """The split packages' modules that importing stage `module` loads (with their packages), as paths."""
-    graph, seen, todo = import_graph(), set(), [f"powerflow.pipeline.{module}"]
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo += [d for d in graph[name] if d.startswith(SPLIT_PACKAGES)]
-    packages = {p for p in SPLIT_PACKAGES for n in seen if n.startswith(p + ".")}
-    return {module_path(n) for n in seen | packages}
+def test_a_new_import_changes_the_rendered_deps(tmp_path):
+    """What keeps dvc.yaml honest: the deps follow the code, and --check fails until it is rewritten."""
+    package = write_package(tmp_path, SYNTHETIC)
+    table = (st.Stage("evaluate", "powerflow evaluate --run base", "powerflow.pipeline.evaluate",
+                      deps=("models/base",), outs=(st.uncached("outputs/eval/base/metrics.json"),)),)
+    before = st.render(table, package)
+    assert yaml.safe_load(before)["stages"]["evaluate"]["deps"][0] == "models/base"
+    (package / "pipeline" / "layout.py").write_text("def f():\n    import powerflow.report.values\n")
+    after = st.render(table, package)
+    assert "powerflow/report" not in before and "      - powerflow/report\n" in after
 
 
-def test_every_pipeline_stage_depends_on_the_modules_it_runs_and_no_others():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert set(STAGE_MODULE) <= set(stages)
-    for stage, module in STAGE_MODULE.items():
-        listed = {d for d in stages[stage]["deps"] if d.startswith(("powerflow/pipeline", "powerflow/report"))}
-        assert listed == pipeline_closure(module), (stage, sorted(listed ^ pipeline_closure(module)))
+# --- the command -------------------------------------------------------------------------------------
 
 
-def test_the_train_stage_does_not_depend_on_the_report():
-    assert "powerflow/pipeline/report.py" not in pipeline_closure("train")
-    assert not any(path.startswith("powerflow/report") for path in pipeline_closure("train"))
-    assert "powerflow/report/plots.py" in pipeline_closure("evaluate")  # the pass@k plot of every evaluation
+def test_check_fails_with_the_command_to_run_and_write_fixes_it(tmp_path, capsys):
+    path = tmp_path / "dvc.yaml"
+    path.write_text((ROOT / "dvc.yaml").read_text().replace("- powerflow/eval\n", "", 1))
+    assert st.main(["--check"], path=path) == 1
+    assert "python -m powerflow.pipeline.stages --write" in capsys.readouterr().err
+    assert st.main(["--write"], path=path) == 0
+    assert path.read_text() == (ROOT / "dvc.yaml").read_text()
+    assert st.main(["--check"], path=path) == 0
+
+
+def test_the_stage_table_loads_without_torch_mlflow_or_prefect():
+    code = ("import sys, powerflow.pipeline.stages as s; s.render(); "
+            "print(sorted(m for m in ('torch', 'mlflow', 'prefect', 'pandas', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    check = subprocess.run([sys.executable, "-m", "powerflow.pipeline.stages", "--check"], cwd=ROOT,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from powerflow.config import ConfigError, UserError
+from powerflow.errors import ConfigError, UserError
 from powerflow.eval.judge import (
     CREATIVE_WRITING_RUBRIC,
     JudgeUnavailable,

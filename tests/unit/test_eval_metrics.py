@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from powerflow.config import ConfigError, section_from_dict
+from powerflow.config.parse import section_from_dict
+from powerflow.errors import ConfigError
 from powerflow.eval.config import EvalConfig
 from powerflow.eval.evaluate import EvalDataError, answer_groups, reference_of, slug
 from powerflow.eval.metrics import (

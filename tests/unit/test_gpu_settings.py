@@ -1,5 +1,5 @@
 """The `train:` GPU settings (bf16, gradient checkpointing and accumulation, vLLM rollouts):
-validated in params.yaml, passed to TRL by `shared_training_arguments`, refused at train time
+validated in params.yaml, passed to TRL by `powerflow.config.train.trl_arguments`, refused at train time
 with a fix where the machine cannot run them (this one has neither vLLM nor a GPU)."""
 
 import importlib.util
@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from powerflow.config import ConfigError, TrainConfig, UserError, load_pipeline_config
-from powerflow.pipeline import rollout_engine_arguments, shared_training_arguments
-from tests.pipeline_project import tiny_params
+from benchmarks.pipeline_project import tiny_params
+from powerflow.config import load_pipeline_config
+from powerflow.config.train import TrainConfig
+from powerflow.errors import ConfigError, UserError
+from powerflow.config.train import rollout_engine_arguments, trl_arguments
+from powerflow.member import Member
 
 
 def _cfg(tmp_path: Path, **train):
@@ -23,9 +26,13 @@ def _cfg(tmp_path: Path, **train):
     return load_pipeline_config(path)
 
 
+def _engine(cfg):
+    return rollout_engine_arguments(cfg.train, cfg.data.max_prompt_tokens)
+
+
 def test_defaults_keep_the_cpu_path(tmp_path):
     cfg = _cfg(tmp_path)
-    args = shared_training_arguments(cfg, tmp_path / "out")
+    args = trl_arguments(cfg.train, tmp_path / "out", max_prompt_tokens=cfg.data.max_prompt_tokens)
     t = cfg.train
     assert args["bf16"] is False and args["activation_checkpointing"] is False
     assert args["gradient_accumulation_steps"] == 1
@@ -34,11 +41,11 @@ def test_defaults_keep_the_cpu_path(tmp_path):
 
 
 def test_gpu_memory_settings_reach_the_trainer_config(tmp_path):
-    from powerflow.pipeline import trainer_arguments
+    from powerflow.trainer import trainer_config
 
     cfg = _cfg(tmp_path, prompts_per_step=4, num_generations=4, bf16=True, gradient_checkpointing=True,
                gradient_accumulation_steps=4)
-    args = trainer_arguments(cfg, 4.0, "la_tb", tmp_path / "out")  # the PowerFlowConfig TRL receives
+    args = trainer_config(cfg.train, Member(4.0, "la_tb", 0), tmp_path / "out")  # the PowerFlowConfig TRL receives
     assert args.bf16 is True and args.gradient_checkpointing is True
     assert args.gradient_accumulation_steps == 4 and args.per_device_train_batch_size == 4
     # one optimizer step still sees prompts_per_step × G completions, generated together
@@ -50,7 +57,7 @@ def test_gpu_memory_settings_reach_the_trainer_config(tmp_path):
 def test_use_vllm_without_vllm_is_a_user_error_naming_both_fixes(tmp_path, mode):
     cfg = _cfg(tmp_path, use_vllm=True, vllm_mode=mode)
     with pytest.raises(UserError) as err:
-        shared_training_arguments(cfg, tmp_path / "out")
+        trl_arguments(cfg.train, tmp_path / "out", max_prompt_tokens=cfg.data.max_prompt_tokens)
     message = str(err.value)
     assert "train.use_vllm=true" in message and "pip install 'powerflow[gpu]'" in message
     assert "set train.use_vllm: false" in message
@@ -61,11 +68,11 @@ def test_vllm_arguments_follow_the_mode(tmp_path, monkeypatch):
     import powerflow.eval.generation as generation
 
     monkeypatch.setattr(generation, "require_vllm", lambda setting, fallback: None)
-    colocate = rollout_engine_arguments(_cfg(tmp_path, use_vllm=True, vllm_gpu_memory_utilization=0.35))
+    colocate = _engine(_cfg(tmp_path, use_vllm=True, vllm_gpu_memory_utilization=0.35))
     cfg = _cfg(tmp_path, use_vllm=True)
     assert colocate == {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.35,
                         "vllm_max_model_length": cfg.data.max_prompt_tokens + cfg.train.max_completion_length}
-    server = rollout_engine_arguments(_cfg(tmp_path, use_vllm=True, vllm_mode="server",
+    server = _engine(_cfg(tmp_path, use_vllm=True, vllm_mode="server",
                                            vllm_server_base_url="http://10.0.0.5:8000"))
     assert server["vllm_mode"] == "server" and server["vllm_server_base_url"] == "http://10.0.0.5:8000"
     assert "vllm_gpu_memory_utilization" not in server

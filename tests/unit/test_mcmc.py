@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from powerflow.config import ConfigError, section_from_dict
+from powerflow.config.parse import section_from_dict
+from powerflow.errors import ConfigError
 from powerflow.sampling.mcmc import MCMCConfig, accept, log_acceptance, token_log_probs
 
 

@@ -138,7 +138,7 @@ def test_mean_pool_ignores_padding():
 
 
 def test_unknown_objective_is_refused_with_the_choices():
-    with pytest.raises(ValueError, match="la_tb, tb, tb_token"):
+    with pytest.raises(ValueError, match="tb, la_tb, tb_token"):
         residual_fn("subtb")
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from powerflow.config import ConfigError, UserError, load_pipeline_config
+from powerflow.config import load_pipeline_config
+from powerflow.errors import ConfigError, UserError
 from powerflow.presets import (CPU_STEPS, UnknownPresetError, apply_cpu_check, apply_preset, cpu_check_summary,
                                cpu_gradient_accumulation, get_preset, merge_overlay, merged_params_text,
                                parse_source_options, preset_names)

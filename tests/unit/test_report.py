@@ -5,19 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from powerflow.report import (
-    best_runs,
-    diagnostics_table_markdown,
-    families_of,
-    family_tables_markdown,
-    plot_diversity_vs_quality,
-    headline_table_markdown,
-    plot_metric_vs_alpha,
-    plot_pass_at_k,
-    plot_training_curves,
-    runs_table,
-    write_report,
-)
+from powerflow.eval.families import families_of
+from powerflow.report.document import write_report
+from powerflow.report.findings import best_runs
+from powerflow.report.plots import plot_diversity_vs_quality, plot_metric_vs_alpha, plot_pass_at_k, plot_training_curves
+from powerflow.report.tables import (diagnostics_table_markdown, family_tables_markdown, headline_table_markdown,
+                                     runs_table)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -218,7 +211,7 @@ def method_runs():
 
 
 def test_methods_table_lists_every_method_with_inference_tokens_and_training_time():
-    from powerflow.report import methods_table_markdown
+    from powerflow.report.tables import methods_table_markdown
 
     text = methods_table_markdown(method_runs())
     lines = text.splitlines()
@@ -249,7 +242,7 @@ def test_headline_alpha_column_names_each_baselines_own_alpha_and_never_says_bas
 
 
 def test_method_findings_state_the_mcmc_and_grpo_comparisons():
-    from powerflow.report import method_findings
+    from powerflow.report.findings import method_findings
 
     findings = method_findings(method_runs())
     mcmc = next(f for f in findings if "MCMC" in f)
@@ -268,7 +261,7 @@ def test_method_findings_state_the_mcmc_and_grpo_comparisons():
 
 
 def test_method_findings_speak_for_the_median_seed_not_the_luckiest():
-    from powerflow.report import method_findings
+    from powerflow.report.findings import method_findings
 
     runs = method_runs()
     four = next(r for r in runs if r["name"] == "alpha-4.0-la_tb-s0")
@@ -285,7 +278,7 @@ def test_method_findings_speak_for_the_median_seed_not_the_luckiest():
 
 
 def test_seed_mean_and_se_are_the_textbook_values():
-    from powerflow.report import seed_mean_se
+    from powerflow.report.seeds import seed_mean_se
 
     # x = 1, 2, 3: mean 2, s² = (1 + 0 + 1) / 2 = 1, se = 1 / √3
     mean, se = seed_mean_se([1.0, 2.0, 3.0])
@@ -314,7 +307,7 @@ def seed_runs(accuracies: dict[float, list[float]], coverage=0.5, validity=0.9):
 
 
 def test_aggregate_seeds_gives_mean_and_se_per_metric():
-    from powerflow.report import aggregate_seeds
+    from powerflow.report.seeds import aggregate_seeds
 
     groups = aggregate_seeds(seed_runs({2.0: [0.4, 0.6], 4.0: [0.5]}))
     assert [g["group"] for g in groups] == ["alpha-2.0-la_tb", "alpha-4.0-la_tb"]  # the base model is no group
@@ -332,7 +325,7 @@ def test_aggregate_seeds_gives_mean_and_se_per_metric():
 
 
 def test_headline_gains_a_seed_mean_row_per_alpha_after_its_seeds():
-    from powerflow.report import headline_rows
+    from powerflow.report.tables import headline_rows
 
     lines = headline_table_markdown(headline_rows(seed_runs({2.0: [0.4, 0.6], 4.0: [0.5, 0.7, 0.6]}))).splitlines()
     names = [line.split("|")[1].strip() for line in lines[2:]]
@@ -352,7 +345,7 @@ def test_best_run_is_the_median_seed_of_the_best_seed_mean():
     runs = seed_runs({2.0: [0.2, 0.9, 0.4], 4.0: [0.62, 0.58, 0.6]})
     rows = runs_table(runs)
     assert best_runs(rows)["reasoning"] == "alpha-4.0-la_tb-s2"  # median of 0.58, 0.6, 0.62
-    from powerflow.report import best_groups
+    from powerflow.report.findings import best_groups
 
     assert best_groups(rows)["reasoning"] == "alpha-4.0-la_tb"
     # an even count takes the lower median
@@ -389,7 +382,7 @@ def _with_exact(run, target_acc, policy_acc, kl):
 
 
 def test_headline_gains_an_exact_target_row_per_alpha_and_a_distance_table():
-    from powerflow.report import exact_distance_table_markdown, exact_target_rows, headline_rows
+    from powerflow.report.tables import exact_distance_table_markdown, exact_target_rows, headline_rows
 
     runs = hand_runs()
     runs = [_with_exact(r, 0.95, 0.9, 0.06) if r["alpha"] == 4.0 else r for r in runs]
@@ -416,7 +409,7 @@ def test_headline_gains_an_exact_target_row_per_alpha_and_a_distance_table():
 
 
 def test_distance_table_gives_the_mean_over_seeds():
-    from powerflow.report import exact_distance_table_markdown
+    from powerflow.report.tables import exact_distance_table_markdown
 
     base = hand_runs()[0]
     seeds = [_with_exact({**base, "name": f"alpha-4-s{s}", "seed": s, "group": "alpha-4"}, 0.95, acc, kl)
@@ -491,7 +484,8 @@ def table_cells(table: str) -> dict[str, list[str]]:
 
 
 def test_family_kind_is_read_off_the_metrics():
-    from powerflow.report import ANSWER_KEYED, CREATIVE, OPEN_ENDED, family_kind, family_of
+    from powerflow.eval.families import family_of
+    from powerflow.report.values import ANSWER_KEYED, CREATIVE, OPEN_ENDED, family_kind
 
     records = [answer_keyed("math500", 0.5) | open_ended("coverageqa", 0.4, 0.9)
                | creative("creative_writing_v3", 0.3, 0.6), {"reasoning/accuracy_mean": math.nan}]
@@ -504,7 +498,9 @@ def test_family_kind_is_read_off_the_metrics():
 
 
 def test_a_math500_report_has_numbers_in_every_row_and_chooses_on_math500(tmp_path):
-    from powerflow.report import headline_rows, method_findings, methods_table_markdown, sweep_title
+    from powerflow.report.document import sweep_title
+    from powerflow.report.findings import method_findings
+    from powerflow.report.tables import headline_rows, methods_table_markdown
 
     runs = math500_runs()
     headline = table_cells(headline_table_markdown(headline_rows(runs)))
@@ -563,7 +559,7 @@ def three_benchmark_runs():
 
 
 def test_a_report_on_three_benchmarks_has_a_block_per_family(tmp_path):
-    from powerflow.report import headline_rows
+    from powerflow.report.tables import headline_rows
 
     runs = three_benchmark_runs()
     headline = table_cells(headline_table_markdown(headline_rows(runs)))
@@ -624,7 +620,7 @@ def test_an_unknown_or_wrong_kind_select_on_is_one_clear_error(tmp_path):
 
 
 def test_seed_means_work_for_any_family():
-    from powerflow.report import headline_rows
+    from powerflow.report.tables import headline_rows
 
     runs = three_benchmark_runs()[:1]
     for seed, (mmlu, coverage) in enumerate([(0.40, 0.40), (0.50, 0.50)]):
@@ -654,14 +650,13 @@ def test_the_title_is_built_from_the_sweep_and_the_model_unless_given(tmp_path, 
 
     import yaml
 
-    from powerflow import pipeline
     from powerflow.config import load_pipeline_config
     from powerflow.pipeline import report as report_stage
-    from powerflow.report import sweep_title
+    from powerflow.report.document import sweep_title
 
     assert sweep_title("default", "world") == "powerflow α sweep `default` on the embedded world"
     assert sweep_title("pilot", "/models/qwen") == "powerflow α sweep `pilot` on /models/qwen"
-    params = yaml.safe_load((Path(pipeline.__file__).parents[2] / "params.yaml").read_text())
+    params = yaml.safe_load((Path(report_stage.__file__).parents[2] / "params.yaml").read_text())
     assert params["report"].get("title") is None  # params.yaml leaves the title to be built
     params["model"]["name_or_path"], params["sweep"]["name"] = "Qwen/Qwen2.5-Math-1.5B", "pilot"
     params["report"]["select_on"] = "math500"
@@ -681,7 +676,7 @@ def test_the_title_is_built_from_the_sweep_and_the_model_unless_given(tmp_path, 
 
 
 def test_report_config_checks_its_keys():
-    from powerflow.config import ReportConfig
+    from powerflow.config.sections import ReportConfig
     from powerflow.errors import ConfigError
 
     assert ReportConfig().title is None and ReportConfig().select_on is None

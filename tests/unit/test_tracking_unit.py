@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from powerflow.config import ConfigError, section_from_dict
+from powerflow.config.parse import section_from_dict
+from powerflow.errors import ConfigError
 from powerflow.tracking import (
     TrackingConfig,
     flatten_params,

@@ -15,7 +15,8 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from powerflow.config import ConfigError, UserError, section_from_dict
+from powerflow.config.parse import section_from_dict
+from powerflow.errors import ConfigError, UserError
 from powerflow.eval.config import EvalConfig
 from powerflow.eval.evaluate import Scoring, evaluate_model
 from powerflow.eval.grading import Grade

@@ -10,22 +10,19 @@ from collections import Counter
 
 import pytest
 
-from powerflow.config import ConfigError, section_from_dict
-from powerflow.world import (
-    Grade,
-    PretrainConfig,
-    WorldConfig,
-    build_tokenizer,
-    grade,
-    teacher_corpus,
-    world_prompt_rows,
-)
+from powerflow.config.parse import section_from_dict
+from powerflow.errors import ConfigError
+from powerflow.world.config import PretrainConfig, WorldConfig
+from powerflow.world.grading import Grade, grade
 from powerflow.world.teacher import (
     correct_worked_completion,
     open_answer_distribution,
     reasoning_split,
     sample_reasoning_completion,
+    teacher_corpus,
+    world_prompt_rows,
 )
+from powerflow.world.tokenizer import build_tokenizer
 
 CFG = WorldConfig()
 
@@ -45,7 +42,7 @@ def corpus():
 
 def test_importing_the_world_package_is_light_and_configs_do_not_pull_in_transformers():
     code = ("import sys, powerflow.world; print('torch' in sys.modules, 'transformers' in sys.modules); "
-            "powerflow.world.WorldConfig; powerflow.world.world_prompt_rows; powerflow.world.grade; "
+            "import powerflow.world.config, powerflow.world.teacher, powerflow.world.grading; "
             "print('transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False", "False"]

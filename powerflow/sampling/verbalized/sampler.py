@@ -9,6 +9,7 @@ import random
 
 from powerflow.eval.evaluate import SampleBatch, Sampler
 from powerflow.eval.generation import Completion, batch_seed, generate_completions
+from powerflow.registry import Baseline
 from powerflow.sampling.verbalized.config import MULTI_TURN_METHODS, VS_METHODS, VerbalizedConfig
 from powerflow.sampling.verbalized.draw import sample_verbalized
 from powerflow.sampling.verbalized.parsing import direct_answer, parse_candidates, parse_cot_answer, parse_sequence
@@ -114,3 +115,13 @@ def _generate_responses(model, tokenizer, prompts, n_responses, seed, cfg, *, ba
         for key, reply in zip(active, followed):
             replies[key].append(reply[0])
     return [[r for c in range(n_conversations) for r in replies[(p, c)]] for p in range(len(prompts))]
+
+
+def verbalized_for(cfg, alpha: float | None = None) -> Sampler:
+    """The verbalized-sampling baseline of a sweep (baselines.verbalized_method, verbalized_k)."""
+    return verbalized_sampler(VerbalizedConfig(method=cfg.baselines.verbalized_method, k=cfg.baselines.verbalized_k))
+
+
+VERBALIZED = Baseline("verbalized", "always", "verbalized sampling: k answers with probabilities, one drawn",
+                      verbalized_for)
+

@@ -1,9 +1,11 @@
-"""Real servers on loopback for the team-stack tests: an MLflow tracking server and an S3 store (moto).
+"""Real servers on loopback for the team-stack tests and benchmarks: an MLflow tracking server and an
+S3 store (moto).
 
-Each is a context manager that starts the server as a process group of this venv's executable,
-bound to 127.0.0.1, waits for its health endpoint and always stops it on exit. The MLflow server
-can be stopped and started again on the same port with the same stores, which is how the fault
-tests take the tracking server down in the middle of a run and bring it back.
+Each is a context manager that starts the server as a process group of this venv's executable
+(`mlflow`, or `moto_server` of the dev extra), bound to 127.0.0.1, waits for its health endpoint
+and always stops it on exit. The MLflow server can be stopped and started again on the same port
+with the same stores, which is how the fault tests take the tracking server down in the middle of
+a run and bring it back. Nothing here imports mlflow or moto; `MotoS3Server.client` imports boto3.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from powerflow.orchestration import free_port, stop_process_group, wait_for_health
-from tests.pipeline_project import BIN
+
+BIN = Path(sys.executable).parent  # the venv's scripts: mlflow, moto_server
 
 STARTUP_TIMEOUT_S = 120  # an MLflow server imports its app in ~10 s alone, much longer on 2 busy cores
 

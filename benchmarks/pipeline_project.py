@@ -1,9 +1,12 @@
-"""A tiny, real pipeline project for tests: the repo's dvc.yaml and prefect.yaml with small params.
+"""A tiny, real pipeline project for benchmarks and tests: the repo's dvc.yaml and prefect.yaml with small params.
 
 The project is a git + DVC repository in a temporary folder. Its params.yaml keeps every section
 of the real one, shrunk so the whole sweep runs in a few minutes on 2 cores: a 1-layer base
 pretrained for a few dozen steps, two training steps per α, a handful of eval prompts. Every
 stage still runs the real code through the installed `powerflow` command.
+
+It lives here, not in tests/, because benchmarks/orchestration.py builds one too and benchmarks
+never import tests; the tests import it from here.
 """
 
 from __future__ import annotations
