@@ -16,8 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from powerflow.errors import ConfigError, UserError
 from powerflow.config.sections import load_exact_config
+from powerflow.errors import ConfigError, UserError
+from powerflow.orchestration import ORCHESTRATORS, prefect_server_url
 
 EXIT_USAGE = 2
 
@@ -57,41 +58,6 @@ def cmd_verify_exact(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ orchestration
-ORCHESTRATORS = ("auto", "prefect", "none")
-
-
-def prefect_server_url() -> str | None:
-    """PREFECT_API_URL if a Prefect server answers its health check there, else None."""
-    import urllib.request
-
-    url = os.environ.get("PREFECT_API_URL", "").rstrip("/")
-    if not url:
-        return None
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=3) as response:
-            return url if response.status == 200 else None
-    except OSError:
-        return None
-
-
-def use_prefect(choice: str) -> bool:
-    """Whether to run the stage's Prefect flow (auto: only when a local server is reachable).
-
-    Without a server, Prefect would start a temporary one per command (~15 s each), so `auto`
-    calls the library steps directly instead.
-    """
-    if choice == "none":
-        return False
-    url = prefect_server_url()
-    if choice == "prefect" and url is None:
-        where = os.environ.get("PREFECT_API_URL") or "(PREFECT_API_URL is not set)"
-        raise UserError(
-            f"no Prefect server answers at {where}: start one with `prefect server start` and set "
-            "PREFECT_API_URL=http://127.0.0.1:4200/api, or pass --orchestrator none."
-        )
-    return url is not None
-
-
 def run_stage(args: argparse.Namespace, stage: str, direct, flow_name: str, **kwargs):
     """Run one stage through its Prefect flow or directly; record the time split in outputs/timing/."""
     from powerflow import timing
@@ -99,6 +65,8 @@ def run_stage(args: argparse.Namespace, stage: str, direct, flow_name: str, **kw
 
     started = time.perf_counter()
     cfg = load_pipeline_config(args.params)
+    from powerflow.orchestration import use_prefect
+
     orchestrated = use_prefect(args.orchestrator)
     if orchestrated:
         import flows.stages

@@ -118,3 +118,37 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = 10) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+# ------------------------------------------------------------------ which orchestrator runs a stage
+ORCHESTRATORS = ("auto", "prefect", "none")
+
+
+def prefect_server_url() -> str | None:
+    """PREFECT_API_URL if a Prefect server answers its health check there, else None."""
+    url = os.environ.get("PREFECT_API_URL", "").rstrip("/")
+    if not url:
+        return None
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=3) as response:
+            return url if response.status == 200 else None
+    except OSError:
+        return None
+
+
+def use_prefect(choice: str) -> bool:
+    """Whether to run the stage's Prefect flow (auto: only when a local server is reachable).
+
+    Without a server, Prefect would start a temporary one per command (~15 s each), so `auto`
+    calls the library steps directly instead.
+    """
+    if choice == "none":
+        return False
+    url = prefect_server_url()
+    if choice == "prefect" and url is None:
+        where = os.environ.get("PREFECT_API_URL") or "(PREFECT_API_URL is not set)"
+        raise UserError(
+            f"no Prefect server answers at {where}: start one with `prefect server start` and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api, or pass --orchestrator none."
+        )
+    return url is not None
