@@ -68,10 +68,10 @@ def _type_checking_nodes(tree: ast.AST) -> set[int]:
     return skip
 
 
-def imported_names(module: str, path: Path, tree: ast.AST | None = None) -> list[str]:
+def imported_names(module: str, path: Path, tree: ast.AST | None = None, texts: bool = True) -> list[str]:
     """The dotted names module `module` (file `path`) imports at runtime: `import a.b` -> a.b,
-    `from a import b` -> a.b (a submodule or a name of a), relative imports resolved, plus the
-    modules of "powerflow.x:Name" texts."""
+    `from a import b` -> a and a.b (a submodule or a name of a), relative imports resolved, plus
+    (texts=True) the modules of "powerflow.x:Name" texts, which a registry imports on use."""
     tree = tree if tree is not None else ast.parse(path.read_text())
     skip = _type_checking_nodes(tree)
     names = []
@@ -88,7 +88,7 @@ def imported_names(module: str, path: Path, tree: ast.AST | None = None) -> list
                     package = package.rpartition(".")[0]
                 base = f"{package}.{base}" if base else package
             names += [base] + [f"{base}.{a.name}" for a in node.names]
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+        elif texts and isinstance(node, ast.Constant) and isinstance(node.value, str):
             match = _IMPORT_TEXT.fullmatch(node.value)
             if match:
                 names.append(match.group(1))

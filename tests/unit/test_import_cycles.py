@@ -20,6 +20,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from powerflow.pipeline.stages import imported_names
+
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("powerflow", "flows", "tasks", "benchmarks")  # the folders whose modules are the graph's nodes
 LAYERS = ("library", "pipeline", "tasks", "flows", "cli", "benchmarks", "tests")
@@ -37,15 +39,6 @@ def module_files(folders: tuple[str, ...] = (*SOURCES, "tests")) -> dict[str, Pa
     return out
 
 
-def runtime_imports(tree: ast.AST):
-    """Import nodes that execute at runtime (everything outside `if TYPE_CHECKING:` blocks)."""
-    skip = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skip.update(id(n) for stmt in node.body for n in ast.walk(stmt))
-    return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in skip]
-
-
 def import_graph(folders: tuple[str, ...] = SOURCES) -> dict[str, set[str]]:
     """Module -> the project modules it imports (each resolved to the deepest existing module), for
     every module under `folders`; an import of tests/ resolves into tests/ too, so it can be flagged."""
@@ -60,19 +53,9 @@ def import_graph(folders: tuple[str, ...] = SOURCES) -> dict[str, set[str]]:
     for module, path in files.items():
         if module.split(".")[0] not in folders:
             continue
-        deps = set()
-        for node in runtime_imports(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            else:
-                base = node.module or ""
-                if node.level:
-                    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-                    for _ in range(node.level - 1):
-                        package = package.rpartition(".")[0]
-                    base = f"{package}.{base}" if base else package
-                targets = [f"{base}.{a.name}" for a in node.names]
-            deps.update(r for r in map(resolve, targets) if r and r != module)
+        # the stage table's reader of imports, without registry texts (importlib by name is no edge)
+        names = imported_names(module, path, texts=False)
+        deps = {r for r in map(resolve, names) if r and r != module}
         graph[module] = deps
     return graph
 
@@ -224,8 +207,10 @@ def test_the_graph_ignores_type_checking_imports_and_importlib_texts():
     # eval/grading.py names the world's kinds as "powerflow.world.grading:IntegerAnswers" texts only
     assert not any(d.startswith("powerflow.world") for d in graph["powerflow.eval.grading"])
     tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\nelse:\n    import b\n"
-                     "def f():\n    import c\n")
-    assert sorted(a.name for n in runtime_imports(tree) if isinstance(n, ast.Import) for a in n.names) == ["b", "c"]
+                     "def f():\n    import c\n    return 'powerflow.world.grading:IntegerAnswers'\n")
+    names = imported_names("m", Path("m.py"), tree, texts=False)
+    assert sorted(n for n in names if n != "typing" and not n.startswith("typing.")) == ["b", "c"]
+    assert "powerflow.world.grading" in imported_names("m", Path("m.py"), tree)  # what DVC's deps count
 
 
 def test_no_module_import_cycle():
