@@ -1,6 +1,6 @@
 """The α-power GFlowNet objectives: residuals, importance weights, losses and log Z estimators.
 
-Notation (DESIGN.md section 2): q prompt, y a completion ending in EOS or truncated at the maximum
+Notation (docs/design.md section 2): q prompt, y a completion ending in EOS or truncated at the maximum
 length, |y| its length in tokens (the EOS counts), log π_θ(y|q) and log p_base(y|q) sums of
 per-token log-probabilities in fp32, α > 0 the power, ψ(y) an optional penalty.
 

@@ -1,7 +1,7 @@
 """Worlds the project builds itself (no hub downloads).
 
 - `powerflow.world.enumerable`: tiny models small enough to enumerate, for exact checks.
-- The embedded world of DESIGN.md section 3: `WorldConfig` / `PretrainConfig` (config.py),
+- The embedded world of docs/design.md section 3: `WorldConfig` / `PretrainConfig` (config.py),
   `build_tokenizer` (tokenizer.py), `world_prompt_rows` / `teacher_corpus` (teacher.py),
   `grade` / `Grade` and the world's answer kinds (grading.py), `pretrain_base` (pretrain.py),
   the exact oracle of the world's answers (oracle.py).

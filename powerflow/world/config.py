@@ -1,6 +1,6 @@
 """Settings of the embedded world (params.yaml `world:`) and of its base model's pretraining (`base:`).
 
-The world is DESIGN.md section 3: a tokenizer, a noisy teacher that writes the pretraining corpus,
+The world is docs/design.md section 3: a tokenizer, a noisy teacher that writes the pretraining corpus,
 and two prompt families with answer keys. Every field below is read by `teacher.py`,
 `tokenizer.py` or `pretrain.py`; changing one changes the world, so DVC tracks both sections.
 """

@@ -1,6 +1,6 @@
 """The noisy teacher that writes the base model's corpus, and the prompts with their answer keys.
 
-Two prompt families (DESIGN.md section 3):
+Two prompt families (docs/design.md section 3):
 
 reasoning — "Q 3 + 5 + 2 =". The teacher either
   * guesses (probability p_guess):   "guess answer 13"   where 13 = true sum + a nonzero offset
