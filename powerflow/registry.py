@@ -37,7 +37,7 @@ _BUILTIN_BASELINES = {
     "empo": "powerflow.baselines.trainers:EMPO",
     "low_temperature": "powerflow.sampling.temperature:LOW_TEMPERATURE",
     "mcmc": "powerflow.sampling.mcmc:MCMC",
-    "verbalized": "powerflow.sampling.verbalized:VERBALIZED",
+    "verbalized": "powerflow.sampling.verbalized.sampler:VERBALIZED",
 }
 _BUILTIN_KINDS = {"grpo": "trained", "empo": "trained", "low_temperature": "inference", "mcmc": "inference",
                   "verbalized": "always"}
