@@ -44,7 +44,10 @@ def trainer_for_enumerable(cfg: ExactCheckConfig, alpha: float, objective: str, 
     prompt_ids = _prompt_ids(tokenizer, cfg.prompt)
     base = enumerate_terminals(model, prompt_ids, tokenizer.eos_token_id, cfg.max_completion_length)
     settings = dict(warmup_steps=0, use_cpu=True, logging_steps=max(1, cfg.steps // 10), save_strategy="no",
-                    disable_tqdm=True)
+                    save_total_limit=None, disable_tqdm=True)
+    overrides = dict(overrides)
+    if "gradient_checkpointing" in overrides:  # transformers 5 calls it activation_checkpointing
+        overrides["activation_checkpointing"] = overrides.pop("gradient_checkpointing")
     args = trainer_config(exact_train_config(cfg), Member(alpha, objective, cfg.seed), output_dir,
                           **(settings | overrides))
     peft_config = None
