@@ -55,9 +55,9 @@ class PipelineConfig:
     tracking: TrackingConfig
     report: ReportConfig
     baselines: BaselinesConfig
-    plugins: tuple[str, ...] = ()
-    raw: dict = field(default_factory=dict, repr=False)
-    path: Path = field(default=Path("params.yaml"), repr=False)
+    raw: dict = field(repr=False)
+    path: Path = field(repr=False)
+    plugins: tuple[str, ...] = ()  # params.yaml `plugins:`, loaded into powerflow.registry
 
     def __post_init__(self):
         if self.train.accelerate_config is not None:
