@@ -75,9 +75,13 @@ def make_project(path: Path, alphas=(0.5, 2.0), git: bool = True, overrides: dic
     for name in ("dvc.yaml", "prefect.yaml", ".gitignore"):
         shutil.copy(ROOT / name, path / name)
     # DVC hashes these as stage dependencies; the commands run the installed package.
-    # and Prefect deployments load flows/ by path (entrypoints in prefect.yaml).
-    for package in ("powerflow", "tasks", "flows"):
+    # and Prefect deployments load flows/ by path (entrypoints in prefect.yaml); plugins/ holds the
+    # project's plugin modules (empty but for its README: DVC refuses a missing dep).
+    for package in ("powerflow", "tasks", "flows", "plugins"):
         shutil.copytree(ROOT / package, path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    # Bytecode a run writes beside a plugin module is not a change of the plugins/ dep (`dvc init`
+    # keeps an existing .dvcignore).
+    shutil.copy(ROOT / ".dvcignore", path / ".dvcignore")
     (path / "params.yaml").write_text(yaml.safe_dump(tiny_params(alphas, overrides), sort_keys=False))
     if git:
         env = env_for(path)

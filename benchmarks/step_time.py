@@ -52,11 +52,10 @@ def run_child(kind: str, steps: int, warmup: int, seed: int) -> dict:
     """Train `steps` steps of one trainer kind and report its step times and memory."""
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from powerflow.config.train import TrainConfig, trl_arguments
+    from powerflow.config.train import TrainConfig, train_lora_config, trl_arguments
     from powerflow.member import Member
     from powerflow.trainer import PowerFlowTrainer, trainer_config
     from powerflow.world.enumerable import build_model, build_tokenizer
@@ -70,12 +69,12 @@ def run_child(kind: str, steps: int, warmup: int, seed: int) -> dict:
     # One budget for both trainers (powerflow.config.train): 4 prompts x G = 8 a step, lr 1e-4, constant.
     budget = TrainConfig(steps=steps, prompts_per_step=4, num_generations=8, max_completion_length=24,
                          learning_rate=1e-4, lr_schedule="constant", seed=seed, logz="group" if kind == "powerflow-group"
-                         else "head")
+                         else "head", lora_r=8, lora_alpha=16)
     # Every completion is exactly max_completion_length tokens (EOS suppressed until then), so both
     # trainers do the same generation work each step whatever their policies learn about length.
     overrides = dict(use_cpu=True, logging_steps=10_000, save_strategy="no", disable_tqdm=True,
                      generation_kwargs={"min_new_tokens": 24})
-    lora = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0)
+    lora = train_lora_config(budget)
     if kind == "grpo":
         args = GRPOConfig(beta=0.0, **(trl_arguments(budget, workdir.name, seed=seed) | overrides))
         trainer = GRPOTrainer(model=model, reward_funcs=_length_reward, args=args,

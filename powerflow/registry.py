@@ -2,10 +2,12 @@
 
 Both registries hold built-ins (named here as "module:attribute" text, so looking up a name never
 imports torch) and whatever the modules of params.yaml's `plugins:` list define. A plugin is one
-Python module, importable from the project root, holding `OBJECTIVE = <an Objective>` and/or
-`BASELINE = <a Baseline>`; nothing else in the project changes:
+Python module in the project's `plugins/` folder (PLUGIN_DIR, beside params.yaml), holding
+`OBJECTIVE = <an Objective>` and/or `BASELINE = <a Baseline>`; nothing else in the project changes,
+and every stage that reads a registry lists `plugins/` among its DVC deps, so editing a plugin
+reruns what it can change:
 
-    plugins: [my_objective]            # my_objective.py beside params.yaml
+    plugins: [my_objective]            # plugins/my_objective.py
     sweep:
       objectives: [tb, my_objective]   # trained, evaluated, registered and reported like tb
 
@@ -23,6 +25,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from powerflow.errors import ConfigError
+
+# The folder of the plugin modules, relative to the project (the folder of params.yaml).
+PLUGIN_DIR = "plugins"
 
 # The objective whose fixed point is p_base^α itself: the exact rows of every report use it.
 EXACT_POWER = "tb"
@@ -89,16 +94,18 @@ def _attribute(spec: str) -> Any:
 
 
 def load_plugins(modules: tuple[str, ...] | list[str], root: Path) -> None:
-    """Import each plugin module (from `root`, the project folder) and register what it defines."""
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
+    """Import each plugin module (from `root`/plugins, root being the project folder) and register what
+    it defines."""
+    folder = str(Path(root) / PLUGIN_DIR)
+    if modules and folder not in sys.path:
+        sys.path.insert(0, folder)
     for name in modules:
         if name in _PLUGINS:
             continue
         try:
             module = importlib.import_module(name)
         except ImportError as err:
-            raise ConfigError(f"plugins: {name!r} cannot be imported ({err}): put {name}.py beside params.yaml "
+            raise ConfigError(f"plugins: {name!r} cannot be imported ({err}): put {name}.py in {folder}/ "
                               "(or install it), or remove it from plugins.") from err
         found = getattr(module, "OBJECTIVE", None), getattr(module, "BASELINE", None)
         if found == (None, None):

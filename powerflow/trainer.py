@@ -228,8 +228,11 @@ class PowerFlowTrainer(GRPOTrainer):
             )
 
     def create_optimizer(self, model=None):
-        """TRL/transformers' optimizer, plus the log Z head as its own group (own lr, no decay)."""
+        """TRL/transformers' optimizer, plus the log Z head as its own group (own lr, no decay), and
+        with `lora_plus_ratio` the adapter's B matrices in groups of their own at that multiple of the lr."""
         optimizer = super().create_optimizer(model)
+        if self.args.lora_plus_ratio is not None:
+            split_lora_plus_groups(optimizer, self.model, self.args.lora_plus_ratio)
         if self.logz_head is not None:
             known = {id(p) for group in optimizer.param_groups for p in group["params"]}
             head_params = [p for p in self.logz_head.parameters() if id(p) not in known]
@@ -556,6 +559,28 @@ class PowerFlowTrainer(GRPOTrainer):
                 )
             load_logz_state(path, self.logz_head)
             self._logz_warm = True
+
+
+def split_lora_plus_groups(optimizer: torch.optim.Optimizer, model: torch.nn.Module, ratio: float) -> None:
+    """LoRA+ (Hayou et al., 2024): move the adapter's B matrices into groups learning at ratio × lr.
+
+    With W = W₀ + (α/r)·B·A, B starts at 0 and A at random; LoRA+ sets lr_B = ratio · lr_A so that
+    both factors learn at the rate that is stable for each (efficient feature learning). Each group
+    of the optimizer is split in two with the same settings; must run before the first step (and
+    before the scheduler, which reads each group's lr). Refuses a model without LoRA B matrices.
+    """
+    lora_b = {id(p) for name, p in model.named_parameters() if "lora_B" in name and p.requires_grad}
+    if not lora_b:
+        raise ValueError("lora_plus_ratio is set but the model has no LoRA adapter (no lora_B weights): set "
+                         "train.lora_r >= 1, or lora_plus_ratio: null.")
+    groups = []
+    for group in optimizer.param_groups:
+        settings = {k: v for k, v in group.items() if k != "params"}
+        rest = [p for p in group["params"] if id(p) not in lora_b]
+        b = [p for p in group["params"] if id(p) in lora_b]
+        groups += [{**settings, "params": rest}] if rest else []
+        groups += [{**settings, "params": b, "lr": settings["lr"] * ratio}] if b else []
+    optimizer.param_groups = groups
 
 
 def rollout_engine_weights(trainer: GRPOTrainer) -> Iterator[tuple[str, torch.Tensor]]:

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from powerflow.config.sections import ExactCheckConfig
-from powerflow.config.train import TrainConfig
+from powerflow.config.train import TrainConfig, lora_config
 from powerflow.member import Member
 from powerflow.exact import enumerate_terminals, exact_report, kl_divergence, power_target
 
@@ -35,7 +35,6 @@ def trainer_for_enumerable(cfg: ExactCheckConfig, alpha: float, objective: str, 
     Returns (trainer, base TerminalSet, prompt ids). `overrides` go to PowerFlowConfig (trainer_config).
     """
     from datasets import Dataset
-    from peft import LoraConfig
 
     from powerflow.trainer import PowerFlowTrainer, trainer_config
     from powerflow.world.enumerable import random_base
@@ -50,9 +49,7 @@ def trainer_for_enumerable(cfg: ExactCheckConfig, alpha: float, objective: str, 
         overrides["activation_checkpointing"] = overrides.pop("gradient_checkpointing")
     args = trainer_config(exact_train_config(cfg), Member(alpha, objective, cfg.seed), output_dir,
                           **(settings | overrides))
-    peft_config = None
-    if cfg.lora_r > 0:
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", lora_dropout=0.0)
+    peft_config = lora_config(cfg.lora_r, cfg.lora_alpha)
     dataset = Dataset.from_dict({"prompt": [cfg.prompt] * (cfg.steps + 1)})
     trainer = PowerFlowTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config

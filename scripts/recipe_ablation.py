@@ -44,6 +44,17 @@ VARIANTS: dict[str, dict] = {
     "old+huber+group": {"objective": "tb", "lora_r": 8, "logz": "group", "learning_rate": 3e-3,
                         "lr_schedule": "constant", "steps": 200, "huber_delta": 1.0},
 }
+# Issue 20: the LoRA levers, one at a time from the adapter that stalls (new+lora: r = 8, lr 3e-3).
+LORA = VARIANTS["new+lora"]
+VARIANTS |= {
+    "lora-lr1e-3": {**LORA, "learning_rate": 1e-3},
+    "lora-warmup": {**LORA, "warmup_steps": 30},
+    "lora-r64": {**LORA, "lora_r": 64, "lora_alpha": 128, "learning_rate": 1e-3},
+    "lora-lm_head": {**LORA, "lora_target_modules": ("all-linear", "lm_head")},
+    "lora-rslora": {**LORA, "lora_rslora": True},
+    "lora-plus": {**LORA, "learning_rate": 3e-4, "lora_plus_ratio": 16.0},
+    "lora-gfn": {**LORA, "lora_r": 64, "lora_alpha": 64, "learning_rate": 1e-4, "warmup_steps": 30},
+}
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -60,10 +71,10 @@ def run_one(variant: str, alpha: float, seed: int, curve_every: int) -> dict:
     """Train one policy and return its exact metrics (this process; torch on one thread)."""
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import TrainerCallback
 
     from powerflow.config import load_pipeline_config
+    from powerflow.config.train import train_lora_config
     from powerflow.pipeline.evaluate import evaluation_rows
     from powerflow.pipeline.layout import layout_of
     from powerflow.pipeline.loading import load_causal_lm, load_tokenizer
@@ -100,11 +111,10 @@ def run_one(variant: str, alpha: float, seed: int, curve_every: int) -> dict:
             if state.global_step % curve_every == 0 and state.global_step < args_.max_steps:
                 curve.append({"step": state.global_step, **exact_now(trainer.model)})
 
-    peft = None if cfg.train.lora_r == 0 else LoraConfig(
-        r=cfg.train.lora_r, lora_alpha=cfg.train.lora_alpha, target_modules="all-linear", lora_dropout=0.0)
-    trainer = PowerFlowTrainer(model=load_causal_lm(str(lay.base_model)), args=args,
+    model = load_causal_lm(str(lay.base_model))
+    trainer = PowerFlowTrainer(model=model, args=args,
                                train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tokenizer,
-                               peft_config=peft, callbacks=[ExactCurve()])
+                               peft_config=train_lora_config(cfg.train, model), callbacks=[ExactCurve()])
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start

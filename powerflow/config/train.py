@@ -38,7 +38,20 @@ class TrainConfig(PowerFlowArguments):
     max_completion_length: int = field(default=24, metadata={"help": "Completion length cap in tokens."})
     learning_rate: float = field(default=3e-3, metadata={"help": "Learning rate of the policy (LoRA or full)."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank; 0 fine-tunes all weights against a frozen copy."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (scale lora_alpha / r, or "
+                                                          "lora_alpha / √r with lora_rslora)."})
+    lora_target_modules: tuple[str, ...] = field(
+        default=("all-linear",),
+        metadata={"help": "Modules that carry an adapter: module names (q_proj, lm_head, ...) or all-linear (every "
+                          "linear layer of the blocks, PEFT's rule, which leaves out the output layer); "
+                          "[all-linear, lm_head] adds the output layer."},
+    )
+    lora_rslora: bool = field(
+        default=False, metadata={"help": "Rank-stabilised LoRA: scale the adapter by lora_alpha / √r instead of / r."}
+    )
+    warmup_steps: int = field(
+        default=0, metadata={"help": "Steps of linear learning-rate warm-up from 0 before lr_schedule takes over."}
+    )
     clip_epsilon: float = field(default=0.2, metadata={"help": "Importance-weight clip range [1-ε, 1+ε]."})
     lr_schedule: str = field(
         default="constant",
@@ -114,6 +127,14 @@ class TrainConfig(PowerFlowArguments):
             raise ConfigError(f"train.num_generations={self.num_generations}: use at least 2 completions per prompt.")
         if self.lora_r < 0:
             raise ConfigError(f"train.lora_r={self.lora_r}: use a rank >= 1, or 0 for full fine-tuning.")
+        if isinstance(self.lora_target_modules, str):
+            self.lora_target_modules = (self.lora_target_modules,)
+        self.lora_target_modules = tuple(self.lora_target_modules)
+        if not self.lora_target_modules or not all(isinstance(m, str) and m.strip() for m in self.lora_target_modules):
+            raise ConfigError(f"train.lora_target_modules={list(self.lora_target_modules)}: list module names, e.g. "
+                              "[all-linear] or [all-linear, lm_head].")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ConfigError(f"train.warmup_steps={self.warmup_steps}: use an integer in [0, train.steps).")
         if not self.families:
             raise ConfigError("train.families is empty: list the prompt families to train on, e.g. [reasoning].")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -192,6 +213,7 @@ def trl_arguments(train: TrainConfig, output_dir: str | Path, seed: int | None =
         max_steps=t.steps,
         epsilon=t.clip_epsilon,
         max_grad_norm=t.max_grad_norm,
+        warmup_steps=t.warmup_steps,
         activation_checkpointing=t.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
         bf16=t.bf16,
         **rollout_engine_arguments(t, max_prompt_tokens),
@@ -228,3 +250,46 @@ def rollout_engine_arguments(train: TrainConfig, max_prompt_tokens: int | None =
     elif t.vllm_server_base_url is not None:
         settings["vllm_server_base_url"] = t.vllm_server_base_url
     return settings
+
+
+ALL_LINEAR = "all-linear"
+
+
+def lora_config(r: int, lora_alpha: int, target_modules: tuple[str, ...] | list[str] = (ALL_LINEAR,),
+                rslora: bool = False, model=None):
+    """The PEFT LoraConfig of a trained policy, or None for full fine-tuning (r = 0).
+
+    target_modules: module names, where "all-linear" stands for every linear layer of the
+    transformer blocks (PEFT's rule: the output layer is left out); with other names beside it
+    (e.g. lm_head) it is expanded on `model`, which must then be given. The adapter's scale is
+    lora_alpha / r, or lora_alpha / √r with rslora. No dropout: the policy's log-probabilities in the
+    residual must be those it samples with.
+    """
+    if r == 0:
+        return None
+    from peft import LoraConfig
+
+    targets = list(target_modules)
+    if targets == [ALL_LINEAR]:
+        modules: str | list[str] = ALL_LINEAR
+    elif ALL_LINEAR in targets:
+        if model is None:
+            raise ValueError("lora_config: expanding all-linear next to other module names needs the model")
+        modules = sorted(set(block_linear_names(model)) | {t for t in targets if t != ALL_LINEAR})
+    else:
+        modules = targets
+    return LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=modules, lora_dropout=0.0, use_rslora=rslora)
+
+
+def block_linear_names(model) -> list[str]:
+    """The short names of the model's linear layers, output layer excluded (what PEFT's all-linear adapts)."""
+    import torch
+
+    output = model.get_output_embeddings()
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and module is not output})
+
+
+def train_lora_config(train: TrainConfig, model=None):
+    """`lora_config` from the `train:` section (None when train.lora_r is 0)."""
+    return lora_config(train.lora_r, train.lora_alpha, train.lora_target_modules, train.lora_rslora, model)

@@ -66,7 +66,7 @@ def evaluate_target(cfg: PipelineConfig, name: str, progress: bool = True) -> di
         return evaluate_inference_method(cfg, method, progress)
     checkpoint = trained_checkpoint(cfg, name)
     return evaluate_checkpoint(cfg, str(checkpoint), lay.evaluation(name), progress,
-                               alpha=checkpoint_alpha(checkpoint),
+                               alpha=checkpoint_alpha(checkpoint), objective=checkpoint_objective(checkpoint),
                                provenance={CHECKPOINT_SHA_TAG: sha256_of_path(checkpoint)})
 
 
@@ -86,6 +86,12 @@ def checkpoint_alpha(checkpoint: Path) -> float | None:
     config = checkpoint / "powerflow_config.json"
     alpha = json.loads(config.read_text()).get("alpha") if config.is_file() else None
     return float(alpha) if alpha is not None else None
+
+
+def checkpoint_objective(checkpoint: Path) -> str | None:
+    """The objective a Power-Flow checkpoint was trained with (its powerflow_config.json); None for a baseline."""
+    config = checkpoint / "powerflow_config.json"
+    return json.loads(config.read_text()).get("objective") if config.is_file() else None
 
 
 def evaluate_inference_method(cfg: PipelineConfig, run: dict, progress: bool = True) -> dict:
@@ -149,14 +155,16 @@ def evaluate_registered(cfg: PipelineConfig, model_uri: str, out_dir: Path | Non
 
 
 def evaluate_checkpoint(cfg: PipelineConfig, source: str, out_dir: Path, progress: bool = True,
-                        alpha: float | None = None, sampler=None, provenance: dict | None = None) -> dict:
+                        alpha: float | None = None, sampler=None, provenance: dict | None = None,
+                        objective: str | None = None) -> dict:
     """Evaluate one model on the configured benchmarks; write out_dir/ whole, or nothing on failure.
 
     out_dir gets metrics.json (DVC metrics, logged to MLflow), samples.jsonl (the samples table),
     settings.json (the sampling settings and benchmarks behind every number, and "families": each
     family in evaluation order with its benchmark and answer kind) and plots/ (pass@k
     curves per reasoning family). With alpha given (a policy), the distribution diagnostics
-    against the base model are added (powerflow.eval.diagnostics). `sampler`: an inference-time
+    against the base model are added (powerflow.eval.diagnostics); `objective`, the one the policy
+    trained with, adds its distance to that objective's own fixed point on the world. `sampler`: an inference-time
     method drawing the sampled answers instead of plain sampling (powerflow.eval.evaluate.Sampler).
     `provenance`: extra keys for settings.json (the evaluated checkpoint's checkpoint_sha256).
     """
@@ -179,7 +187,7 @@ def evaluate_checkpoint(cfg: PipelineConfig, source: str, out_dir: Path, progres
     if alpha is not None and ecfg.diagnostics_prompts > 0:
         metrics.update(policy_diagnostics_of(cfg, source, tokenizer, rows, alpha))
     if alpha is not None:
-        metrics.update(world_exact_metrics(cfg, source, tokenizer, alpha, metrics))
+        metrics.update(world_exact_metrics(cfg, source, tokenizer, alpha, metrics, objective))
     with atomic_directory(out_dir) as tmp:
         write_text_atomic("".join(json.dumps(s, default=str) + "\n" for s in samples), tmp / "samples.jsonl")
         write_json_atomic(metrics, tmp / "metrics.json")
@@ -212,7 +220,8 @@ def policy_diagnostics_of(cfg: PipelineConfig, source: str, tokenizer, rows: lis
                               max_new_tokens=ecfg.max_new_tokens, seed=ecfg.seed, batch_size=ecfg.batch_size)
 
 
-def world_exact_metrics(cfg: PipelineConfig, source: str, tokenizer, alpha: float, metrics: dict) -> dict:
+def world_exact_metrics(cfg: PipelineConfig, source: str, tokenizer, alpha: float, metrics: dict,
+                        objective: str | None = None) -> dict:
     """The policy at `source` against the exact p_base^α of the embedded world; {} off the world.
 
     exact/target/<family>/<metric>: p_base^α itself on the world's support (powerflow.world.oracle):
@@ -221,9 +230,13 @@ def world_exact_metrics(cfg: PipelineConfig, source: str, tokenizer, alpha: floa
     exact/policy/<family>/<metric>: the same read off the policy's own probabilities on the support,
       with kl_target = KL(p_α ‖ π) there and mass = π's mass on the support.
     exact/accuracy_ratio: the sampled reasoning avg@n over the exact p^α accuracy.
+    exact/own_target/..., exact/own_policy/...: the same against the fixed point of `objective` when
+      it is not p_base^α itself (la_tb: π*_λ ∝ p_base^α e^{−λ_q|y|}, with its λ per family), so a
+      run is measured against what its objective converges to as well as against what was asked.
     """
     from powerflow.eval.config import PREPARED
     from powerflow.registry import EXACT_POWER
+    from powerflow.registry import objective as objective_named
     from powerflow.world import oracle
 
     if not (cfg.model.is_world and cfg.data.is_world) or PREPARED not in cfg.evaluate.benchmarks:
@@ -232,9 +245,14 @@ def world_exact_metrics(cfg: PipelineConfig, source: str, tokenizer, alpha: floa
     base = load_causal_lm(base_model_source(cfg), cfg.model.trust_remote_code)
     supports = oracle.score_supports(cfg.world, base, tokenizer, evaluation_rows(cfg))
     target = oracle.oracle_metrics(supports, alpha, EXACT_POWER, n_samples=n)
-    policy = oracle.policy_distance(supports, load_causal_lm(source, cfg.model.trust_remote_code), tokenizer,
-                                    alpha, EXACT_POWER, n_samples=n)
+    policy_model = load_causal_lm(source, cfg.model.trust_remote_code)
+    policy = oracle.policy_distance(supports, policy_model, tokenizer, alpha, EXACT_POWER, n_samples=n)
     out = {f"exact/target/{k}": v for k, v in target.items()} | {f"exact/policy/{k}": v for k, v in policy.items()}
+    if objective is not None and not objective_named(objective).exact_power:
+        own = oracle.oracle_metrics(supports, alpha, objective, n_samples=n)
+        own_policy = oracle.policy_distance(supports, policy_model, tokenizer, alpha, objective, n_samples=n)
+        out |= {f"exact/own_target/{k}": v for k, v in own.items()}
+        out |= {f"exact/own_policy/{k}": v for k, v in own_policy.items()}
     sampled = metrics.get("reasoning/accuracy_mean")
     if sampled is not None and target.get("reasoning/accuracy", 0) > 0:
         out["exact/accuracy_ratio"] = sampled / target["reasoning/accuracy"]

@@ -15,9 +15,13 @@ from the source (`import_graph`, `closure`), as DVC paths (`code_deps`):
   powerflow/report, ...), except the modules of `SPLIT_PACKAGES` (powerflow/pipeline), and the
   top-level modules (powerflow/trainer.py, powerflow/__init__.py), which are declared one file each.
 
+A stage whose closure holds the registries (powerflow.registry) also depends on the project's
+`plugins/` folder, where params.yaml's `plugins:` modules live: they can add the objective or the
+baseline the stage runs.
+
 So a stage reruns when code it can run changes, and a refactor of a module it cannot import (the
 report's helpers, for an evaluation) leaves its cache valid. This module imports only the standard
-library and yaml (no torch, mlflow or prefect), and no stage imports it.
+library, yaml and powerflow.registry (no torch, mlflow or prefect), and no stage imports it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from powerflow.registry import PLUGIN_DIR
 
 PACKAGE = Path(__file__).resolve().parents[1]
 ROOT = PACKAGE.parent
@@ -137,9 +143,14 @@ def dep_path(module: str, files: dict[str, Path], split: Iterable[str] = SPLIT_P
     return "/".join(parts)
 
 
+REGISTRY = "powerflow.registry"
+
+
 def code_deps(entry: str, graph: dict[str, set[str]], files: dict[str, Path]) -> list[str]:
-    """The code deps of a stage whose command runs `entry`: its import closure as DVC paths, sorted."""
-    return sorted({dep_path(m, files) for m in closure(entry, graph)})
+    """The code deps of a stage whose command runs `entry`: its import closure as DVC paths, sorted,
+    then the plugins folder when the closure holds the registries (a plugin can change what it runs)."""
+    modules = closure(entry, graph)
+    return sorted({dep_path(m, files) for m in modules}) + ([PLUGIN_DIR] if REGISTRY in modules else [])
 
 
 def covers(dep: str, path: str) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from powerflow.config import PipelineConfig
-from powerflow.config.train import rollout_engine_arguments, trl_arguments
+from powerflow.config.train import rollout_engine_arguments, train_lora_config, trl_arguments
 from powerflow.errors import UserError
 from powerflow.io import atomic_directory, write_json_atomic, write_text_atomic
 from powerflow.pipeline.layout import (
@@ -179,8 +179,6 @@ def fit_and_save(cfg: PipelineConfig, name: str, build: Callable[..., Any], para
     """
     import shutil
 
-    from peft import LoraConfig
-
     from powerflow.progress import show_training_progress
 
     rollout_engine_arguments(cfg.train)  # use_vllm on a machine without vLLM fails here, before the model loads
@@ -189,10 +187,7 @@ def fit_and_save(cfg: PipelineConfig, name: str, build: Callable[..., Any], para
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
     model = load_causal_lm(source, cfg.model.trust_remote_code, dtype="bfloat16" if cfg.train.bf16 else "float32")
     workdir = lay.train_workdir(name)
-    peft_config = None
-    if cfg.train.lora_r > 0:
-        peft_config = LoraConfig(r=cfg.train.lora_r, lora_alpha=cfg.train.lora_alpha,
-                                 target_modules="all-linear", lora_dropout=0.0)
+    peft_config = train_lora_config(cfg.train, model)
     callbacks = []
     if run_id is not None:
         from powerflow.tracking.callback import MlflowStepLogger

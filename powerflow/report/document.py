@@ -16,7 +16,7 @@ from powerflow.report.plots import (
 from powerflow.report.seeds import aggregate_seeds, seed_mean_runs
 from powerflow.report.tables import (
     diagnostics_table_markdown, exact_distance_table_markdown, family_tables_markdown, headline_rows,
-    headline_table_markdown, methods_table_markdown, runs_table,
+    headline_table_markdown, methods_table_markdown, own_target_table_markdown, runs_table,
 )
 from powerflow.report.values import (
     ANSWER_KEYED, CREATIVE, DEFAULT_MIN_VALIDITY, OPEN_ENDED, alpha_cell, family_kind, finite, fmt, is_scalar, slug,
@@ -128,7 +128,8 @@ def _report_markdown(title, rows, runs, findings, plots, notes, min_validity, gr
                   "tokens count every token a method generated per answer (MCMC's rejected proposals included); "
                   "greedy accuracy of an inference-time method is the base model's.\n",
                   *[f"- {f}" for f in method_findings(runs, families["reasoning"])], ""]
-    parts += [exact_distance_table_markdown(runs), family_tables_markdown(runs), diagnostics_table_markdown(runs)]
+    parts += [exact_distance_table_markdown(runs), own_target_table_markdown(runs), family_tables_markdown(runs),
+              diagnostics_table_markdown(runs)]
     if plots:
         parts += ["## Plots\n", *[f"![{caption}](plots/{name})\n" for name, caption in plots]]
     parts += ["## Runs\n", _runs_markdown(rows, runs)]

@@ -86,29 +86,70 @@ EXACT_COLUMNS = (  # (metric, header) of the distance table, read from a run's m
 def exact_distance_table_markdown(runs: list[dict]) -> str:
     """Every trained policy against the exact p_base^α of its α (world only): per run, and the
     mean ± se across seeds for groups of ≥ 2 seeds."""
-    have = [r for r in sorted(runs, key=row_order) if finite((r.get("metrics") or {}).get(
-        f"{EXACT_POLICY}reasoning/kl_target"))]
-    if not have:
-        return ""
-    header = ["run", "α"] + [h for _, h in EXACT_COLUMNS]
-    lines = ["## Against the exact p_base^α\n",
-             "p^α is p_base(y|q)^α renormalised on the world's structured support (every guess answer, every worked "
+    intro = ("p^α is p_base(y|q)^α renormalised on the world's structured support (every guess answer, every worked "
              "path with its step errors, every one-word answer; powerflow.world.oracle), scored by the base model; "
              "'base mass off support' bounds what that renormalisation can miss. π's columns are read off the "
              "policy's own probabilities of the same completions (no sampling); KL(p^α‖π) counts π's mass off the "
-             "support as error. Coverage is the expectation for n samples.\n",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+             "support as error. Coverage is the expectation for n samples.\n")
+    have = [r for r in runs if finite((r.get("metrics") or {}).get(f"{EXACT_POLICY}reasoning/kl_target"))]
+    return distance_table_markdown(have, "Against the exact p_base^α", intro, EXACT_COLUMNS)
+
+
+# The fixed point of a run's own objective: written by the evaluation for objectives whose target is
+# not p_base^α (la_tb's length tilt π*_λ); for the others (tb) it is p^α, so exact/* stands in.
+OWN_TARGET = "exact/own_target/"
+OWN_POLICY = "exact/own_policy/"
+OWN_COLUMNS = (
+    (f"{OWN_TARGET}reasoning/accuracy", "π* accuracy"),
+    (f"{OWN_POLICY}reasoning/accuracy", "π accuracy (exact)"),
+    (f"{OWN_POLICY}reasoning/kl_target", "KL(π*‖π) reasoning"),
+    (f"{OWN_POLICY}open_ended/kl_target", "KL(π*‖π) open-ended"),
+    (f"{OWN_TARGET}reasoning/length", "π* E|y| reasoning"),
+    (f"{OWN_TARGET}reasoning/lambda", "λ reasoning"),
+    (f"{EXACT_TARGET}reasoning/accuracy", "p^α accuracy"),
+    (f"{EXACT_POLICY}reasoning/kl_target", "KL(p^α‖π) reasoning"),
+)
+
+
+def with_own_target(metrics: dict) -> dict:
+    """A run's metrics with exact/own_* filled from exact/* when its objective's fixed point is p^α itself."""
+    if any(k.startswith(OWN_POLICY) for k in metrics):
+        return metrics
+    return metrics | {OWN_TARGET + k[len(EXACT_TARGET):]: v for k, v in metrics.items() if k.startswith(EXACT_TARGET)} \
+        | {OWN_POLICY + k[len(EXACT_POLICY):]: v for k, v in metrics.items() if k.startswith(EXACT_POLICY)}
+
+
+def own_target_table_markdown(runs: list[dict]) -> str:
+    """Every trained policy against the fixed point of its own objective (world only), shown when some
+    run's objective is not p_base^α itself (la_tb): does each objective reach what it converges to?"""
+    if not any(any(k.startswith(OWN_POLICY) for k in (r.get("metrics") or {})) for r in runs):
+        return ""
+    intro = ("π* is the fixed point of the run's own objective on the same support: p_base^α for tb, the length tilt "
+             "π*_λ ∝ p_base^α e^{−λ_q|y|} for la_tb (λ_q solved per prompt; its mean per family is shown). KL(π*‖π) "
+             "says how close training came to what its objective converges to; KL(p^α‖π) how close it came to what "
+             "was asked.\n")
+    have = [{**r, "metrics": with_own_target(r["metrics"])} for r in runs
+            if finite((r.get("metrics") or {}).get(f"{EXACT_POLICY}reasoning/kl_target"))]
+    return distance_table_markdown(have, "Against each objective's own fixed point", intro, OWN_COLUMNS)
+
+
+def distance_table_markdown(runs: list[dict], title: str, intro: str, columns: tuple[tuple[str, str], ...]) -> str:
+    """A table of `columns` (metric, header) per run, in report order, then the mean ± se across seeds
+    of each group with ≥ 2 seeds; "" without runs."""
+    if not runs:
+        return ""
+    header = ["run", "α"] + [h for _, h in columns]
+    lines = [f"## {title}\n", intro, "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     groups: dict[str, list[dict]] = {}
-    for run in have:
+    for run in sorted(runs, key=row_order):
         m = run["metrics"]
-        lines.append("| " + " | ".join([run["name"], alpha_cell(run)]
-                                       + [fmt(m.get(key)) for key, _ in EXACT_COLUMNS]) + " |")
+        lines.append("| " + " | ".join([run["name"], alpha_cell(run)] + [fmt(m.get(key)) for key, _ in columns]) + " |")
         groups.setdefault(group_key(run), []).append(run)
     for key, members in groups.items():
         if len(members) < 2:
             continue
         cells = [f"{key} (mean over {len(members)} seeds)", alpha_cell(members[0])]
-        for metric, _ in EXACT_COLUMNS:
+        for metric, _ in columns:
             mean, se = seed_mean_se([metric_value(r["metrics"], metric) for r in members])
             cells.append(fmt_se(mean, se))
         lines.append("| " + " | ".join(cells) + " |")

@@ -224,17 +224,20 @@ def _mean(values: Sequence[float]) -> float:
 def oracle_metrics(supports: Sequence[PromptSupport], alpha: float, objective: str = "tb", n_samples: int = 16) -> dict:
     """Exact target metrics per family, averaged over prompts (each prompt weighs the same).
 
-    objective "tb" gives p_base^α itself; "la_tb" its length tilt. Keys: "<family>/<metric>",
-    plus "<family>/support_bound" (mean base mass outside S) and "<family>/lambda" for la_tb.
+    objective "tb" gives p_base^α itself; "la_tb" its length tilt (any registered objective: its
+    fixed point). Keys: "<family>/<metric>", plus "<family>/support_bound" (mean base mass outside
+    S) and "<family>/lambda" for a target with a tilt λ (la_tb).
     """
+    from powerflow.registry import objective as objective_named
+
     per_family: dict[str, list[dict]] = {}
     for s in supports:
-        log_q = target_log_probs(s.log_p_base, s.length, alpha, objective)
+        log_q, tilt = objective_named(objective).fixed_point(s.log_p_base, s.length, alpha)
         m = distribution_metrics(s.row["family"], log_q, s.items, n_samples)
         m["support_bound"] = s.bound
         m["length"] = float((log_q.exp() * s.length).sum())
-        if objective == "la_tb":
-            m["lambda"] = tilted_on_support(s.log_p_base, s.length, alpha)[1]
+        if tilt is not None:
+            m["lambda"] = float(tilt)
         per_family.setdefault(s.row["family"], []).append(m)
     return {f"{family}/{key}": _mean([m[key] for m in ms])
             for family, ms in per_family.items() for key in ms[0]}

@@ -49,11 +49,17 @@ def test_every_stage_wrote_its_outputs(project):
         assert metrics["exact/policy/reasoning/kl_target"] >= 0.0
         assert metrics["exact/accuracy_ratio"] == pytest.approx(
             metrics["reasoning/accuracy_mean"] / metrics["exact/target/reasoning/accuracy"])
+        # la_tb: also against its own fixed point π*_λ (a length tilt of p^α, with λ per family)
+        assert metrics["exact/own_policy/reasoning/kl_target"] >= 0.0
+        assert 0.0 < metrics["exact/own_target/reasoning/accuracy"] < 1.0
+        assert metrics["exact/own_target/reasoning/lambda"] != 0.0
+        assert metrics["exact/own_target/reasoning/accuracy"] != metrics["exact/target/reasoning/accuracy"]
         history = (project / "outputs" / "train" / name / "history.csv").read_text().splitlines()
         assert history[0].startswith("step,") and len(history) == 3  # header + 2 steps
     report = (project / "outputs" / "report" / "report.md").read_text()
     assert "alpha-2.0-la_tb-s0" in report
     assert "| p_base^2 (exact) | 2 | exact |" in report and "## Against the exact p_base^α" in report
+    assert "## Against each objective's own fixed point" in report and "KL(π*‖π) reasoning" in report
     assert "a standard error across seeds needs ≥ 2 seeds" in report and "seeds) |" not in report
     assert list((project / "outputs" / "report" / "plots").glob("*.png"))
     assert not (project / "runs" / "train" / "alpha-0.5-la_tb-s0").exists()  # checkpoints cleared after success

@@ -1,6 +1,6 @@
 """A new objective and a new inference-time baseline are one module each (powerflow.registry).
 
-The test writes two modules beside a tiny project's params.yaml, names them in `plugins:`, lists
+The test writes two modules into a tiny project's plugins/ folder, names them in `plugins:`, lists
 their names in sweep.objectives and baselines.inference, and runs the real sweep with `dvc repro
 report`: nothing else in the project changes, and both show up trained/evaluated and in the report.
 """
@@ -55,8 +55,8 @@ def test_a_plugin_objective_and_a_plugin_baseline_run_through_the_sweep_and_appe
         "sweep": {"objectives": ["tb", "half_tb"]},
         "baselines": {"train": [], "inference": ["plain_sampling"], "alphas": [2.0]},
     })
-    (project / "toy_objective.py").write_text(TOY_OBJECTIVE)
-    (project / "toy_baseline.py").write_text(TOY_BASELINE)
+    (project / "plugins" / "toy_objective.py").write_text(TOY_OBJECTIVE)
+    (project / "plugins" / "toy_baseline.py").write_text(TOY_BASELINE)
     params = yaml.safe_load((project / "params.yaml").read_text())
     (project / "params.yaml").write_text(yaml.safe_dump({"plugins": ["toy_objective", "toy_baseline"], **params},
                                                         sort_keys=False))
@@ -77,16 +77,32 @@ def test_a_plugin_objective_and_a_plugin_baseline_run_through_the_sweep_and_appe
     registered = json.loads((project / "outputs/register/alpha-2.0-half_tb-s0.json").read_text())
     assert registered["objective"] == "half_tb" and registered["alpha"] == 2.0
 
+    # The plugins are DVC deps: nothing is stale after the run, and an edit of a plugin reruns its stages.
+    assert dvc_status(project) == {}
+    with open(project / "plugins" / "toy_objective.py", "a") as f:
+        f.write("\n# an edit of the plugin\n")
+    stale = dvc_status(project)
+    assert {"train@alpha-2.0-half_tb-s0", "evaluate@alpha-2.0-half_tb-s0", "evaluate_method@plain_sampling-2.0",
+            "report"} <= set(stale), stale
+    assert all({"changed deps": {"plugins": "modified"}} in entries for entries in stale.values()), stale
+
+
+def dvc_status(project) -> dict:
+    out = run(["dvc", "status", "--json"], project)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout or "{}")
+
 
 def test_a_plugin_that_defines_nothing_or_clashes_is_one_clear_error(tmp_path):
     from powerflow.errors import ConfigError
     from powerflow.registry import load_plugins
 
-    (tmp_path / "empty_plugin.py").write_text("X = 1\n")
-    (tmp_path / "clashing_plugin.py").write_text(TOY_OBJECTIVE.replace('name = "half_tb"', 'name = "tb"'))
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "empty_plugin.py").write_text("X = 1\n")
+    (tmp_path / "plugins" / "clashing_plugin.py").write_text(TOY_OBJECTIVE.replace('name = "half_tb"', 'name = "tb"'))
     with pytest.raises(ConfigError, match="defines neither OBJECTIVE nor BASELINE"):
         load_plugins(["empty_plugin"], tmp_path)
     with pytest.raises(ConfigError, match="'tb', a name already taken"):
         load_plugins(["clashing_plugin"], tmp_path)
-    with pytest.raises(ConfigError, match="cannot be imported"):
+    with pytest.raises(ConfigError, match=r"cannot be imported .*put no_such_plugin_module.py in .*plugins/"):
         load_plugins(["no_such_plugin_module"], tmp_path)

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from powerflow.pipeline import stages as st
+from powerflow.registry import PLUGIN_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 EVALUATION_STAGES = ("evaluate_base", "evaluate", "evaluate_baseline", "evaluate_method", "evaluate_verbalized")
@@ -54,7 +55,21 @@ def test_the_table_keeps_every_data_dep_before_the_code_deps():
     for stage in st.STAGES:
         deps = dvc_stages()[stage.name]["deps"]
         assert deps[:len(stage.deps)] == list(stage.deps)
-        assert all(d.startswith("powerflow/") for d in deps[len(stage.deps):]), stage.name
+        code = [d for d in deps[len(stage.deps):] if d != PLUGIN_DIR]
+        assert code and all(d.startswith("powerflow/") for d in code), stage.name
+
+
+def test_every_stage_that_reads_a_registry_depends_on_the_plugins_folder():
+    """A plugin module (params.yaml `plugins:`) can define the objective or baseline a stage runs, so
+    editing it must rerun that stage: the stages whose closure holds powerflow.registry list plugins/."""
+    files = st.module_files()
+    graph = st.import_graph(files)
+    listed = dvc_stages()
+    readers = {s.name for s in st.STAGES if st.REGISTRY in st.closure(s.entry, graph)}
+    assert {"train", "train_baseline", "evaluate", "evaluate_method", "verify_exact"} <= readers
+    for stage in st.STAGES:
+        assert (PLUGIN_DIR in listed[stage.name]["deps"]) == (stage.name in readers), stage.name
+    assert (ROOT / PLUGIN_DIR).is_dir(), "the plugins folder must exist: DVC refuses a missing dep"
 
 
 def test_no_evaluation_stage_depends_on_the_report():

@@ -418,6 +418,25 @@ def test_distance_table_gives_the_mean_over_seeds():
     assert "| alpha-4 (mean over 2 seeds) | 4 | 0.950 ± 0.000 | 0.644 ± 0.000 | 0.850 ± 0.050 | 0.150 ± 0.050 |" in table
 
 
+def test_own_target_table_shows_la_tb_against_its_tilt_and_tb_against_p_alpha():
+    from powerflow.report.tables import own_target_table_markdown
+
+    base = hand_runs()[0]
+    tb = _with_exact({**base, "name": "alpha-4-tb", "alpha": 4.0, "objective": "tb", "group": "alpha-4-tb"},
+                     0.95, 0.9, 0.06)
+    la = _with_exact({**base, "name": "alpha-4-la_tb", "alpha": 4.0, "objective": "la_tb", "group": "alpha-4-la_tb"},
+                     0.95, 0.97, 0.25)
+    la["metrics"] |= {"exact/own_target/reasoning/accuracy": 0.987, "exact/own_target/reasoning/length": 15.5,
+                      "exact/own_target/reasoning/lambda": -0.31, "exact/own_policy/reasoning/accuracy": 0.97,
+                      "exact/own_policy/reasoning/kl_target": 0.04, "exact/own_policy/open_ended/kl_target": 0.03}
+    assert own_target_table_markdown([tb]) == ""  # only tb ran: the table above says it all
+    table = own_target_table_markdown([tb, la])
+    assert "## Against each objective's own fixed point" in table
+    # la_tb: its own target π*_λ, then p^α; tb: its own target is p^α, so both blocks agree
+    assert "| alpha-4-la_tb | 4 | 0.987 | 0.970 | 0.040 | 0.030 | 15.500 | -0.310 | 0.950 | 0.250 |" in table
+    assert "| alpha-4-tb | 4 | 0.950 | 0.900 | 0.060 | 0.100 | – | – | 0.950 | 0.060 |" in table
+
+
 # ----------------------------------------------------------------------------- a user's benchmarks
 
 

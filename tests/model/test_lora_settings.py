@@ -1,0 +1,84 @@
+"""The adapter settings of `train:` (issue 20's LoRA levers) on real tiny transformers models:
+which modules carry an adapter, its scale, LoRA+'s learning rates and the warm-up."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from powerflow.config.train import TrainConfig, block_linear_names, lora_config, trl_arguments
+from powerflow.errors import ConfigError
+from powerflow.verify import trainer_for_enumerable
+from powerflow.world.enumerable import random_base
+
+
+def test_no_adapter_at_rank_zero_and_all_linear_is_peft_s_own_rule():
+    assert lora_config(0, 16) is None
+    config = lora_config(8, 16)
+    assert config.target_modules == "all-linear" and config.r == 8 and config.lora_dropout == 0.0
+    assert not config.use_rslora
+
+
+def test_all_linear_beside_other_names_expands_on_the_model_and_adapts_the_output_layer():
+    from peft import get_peft_model
+
+    model, _ = random_base(seed=0, n_symbols=3)
+    names = block_linear_names(model)
+    assert "lm_head" not in names and {"q_proj", "down_proj"} <= set(names)
+    with pytest.raises(ValueError, match="needs the model"):
+        lora_config(8, 16, ("all-linear", "lm_head"))
+    config = lora_config(8, 16, ("all-linear", "lm_head"), model=model)
+    assert set(config.target_modules) == set(names) | {"lm_head"}
+    adapted = get_peft_model(model, config)
+    lora_modules = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in adapted.named_parameters() if "lora_A" in n}
+    assert lora_modules == set(names) | {"lm_head"}
+
+
+def test_rslora_scales_the_adapter_by_alpha_over_root_rank():
+    from peft import get_peft_model
+
+    model, _ = random_base(seed=0, n_symbols=3)
+    adapted = get_peft_model(model, lora_config(16, 16, rslora=True))
+    q = next(m for n, m in adapted.named_modules() if n.endswith("q_proj"))
+    assert q.scaling["default"] == pytest.approx(16 / math.sqrt(16))
+    model, _ = random_base(seed=0, n_symbols=3)
+    q = next(m for n, m in get_peft_model(model, lora_config(16, 16)).named_modules() if n.endswith("q_proj"))
+    assert q.scaling["default"] == pytest.approx(1.0)
+
+
+def test_lora_plus_puts_exactly_the_b_matrices_at_ratio_times_the_learning_rate(tmp_path, small_cfg):
+    trainer, _, _ = trainer_for_enumerable(replace(small_cfg, lora_r=4), alpha=2.0, objective="tb",
+                                           output_dir=tmp_path, lora_plus_ratio=16.0)
+    optimizer = trainer.create_optimizer()
+    lr = trainer.args.learning_rate
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    fast = [names[id(p)] for g in optimizer.param_groups if g["lr"] == pytest.approx(16 * lr)
+            for p in g["params"] if id(p) in names]
+    slow = [names[id(p)] for g in optimizer.param_groups if g["lr"] == pytest.approx(lr)
+            for p in g["params"] if id(p) in names]
+    trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert fast and all("lora_B" in n for n in fast)
+    assert sorted(fast + slow) == sorted(trainable)
+    assert all("lora_A" in n for n in slow)
+    trainer.train()  # the scheduler reads each group's lr: training runs with the split groups
+    assert trainer.state.global_step == small_cfg.steps
+
+
+def test_lora_plus_without_an_adapter_is_refused(tmp_path, small_cfg):
+    trainer, _, _ = trainer_for_enumerable(replace(small_cfg, lora_r=0), alpha=2.0, objective="tb",
+                                           output_dir=tmp_path, lora_plus_ratio=16.0)
+    with pytest.raises(ValueError, match="no LoRA adapter"):
+        trainer.create_optimizer()
+
+
+def test_warmup_and_adapter_settings_are_checked_and_reach_trl(tmp_path):
+    with pytest.raises(ConfigError, match="train.warmup_steps=10"):
+        TrainConfig(steps=10, warmup_steps=10)
+    with pytest.raises(ConfigError, match="lora_plus_ratio"):
+        TrainConfig(lora_plus_ratio=0.0)
+    with pytest.raises(ConfigError, match="lora_target_modules"):
+        TrainConfig(lora_target_modules=())
+    assert TrainConfig(lora_target_modules="all-linear").lora_target_modules == ("all-linear",)
+    assert trl_arguments(TrainConfig(steps=100, warmup_steps=10), tmp_path)["warmup_steps"] == 10
