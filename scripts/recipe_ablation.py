@@ -50,10 +50,13 @@ VARIANTS |= {
     "lora-lr1e-3": {**LORA, "learning_rate": 1e-3},
     "lora-warmup": {**LORA, "warmup_steps": 30},
     "lora-r64": {**LORA, "lora_r": 64, "lora_alpha": 128, "learning_rate": 1e-3},
-    "lora-lm_head": {**LORA, "lora_target_modules": ("all-linear", "lm_head")},
+    "lora-embed": {**LORA, "lora_target_modules": ("all-linear", "embed_tokens")},
     "lora-rslora": {**LORA, "lora_rslora": True},
     "lora-plus": {**LORA, "learning_rate": 3e-4, "lora_plus_ratio": 16.0},
     "lora-gfn": {**LORA, "lora_r": 64, "lora_alpha": 64, "learning_rate": 1e-4, "warmup_steps": 30},
+    # closer at α = 4 with full fine-tuning, at the main job's budget (300 steps)
+    "new-lr1e-3-warmup": {**NEW, "learning_rate": 1e-3, "warmup_steps": 30},
+    "new-lr8e-4": {**NEW, "learning_rate": 8e-4},
 }
 
 

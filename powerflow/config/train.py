@@ -42,9 +42,10 @@ class TrainConfig(PowerFlowArguments):
                                                           "lora_alpha / √r with lora_rslora)."})
     lora_target_modules: tuple[str, ...] = field(
         default=("all-linear",),
-        metadata={"help": "Modules that carry an adapter: module names (q_proj, lm_head, ...) or all-linear (every "
-                          "linear layer of the blocks, PEFT's rule, which leaves out the output layer); "
-                          "[all-linear, lm_head] adds the output layer."},
+        metadata={"help": "Modules that carry an adapter: module names (q_proj, embed_tokens, ...) or all-linear "
+                          "(every linear layer of the blocks, PEFT's rule); [all-linear, embed_tokens] adds the input "
+                          "embeddings. Not lm_head: TRL computes log-probabilities from lm_head.weight directly, so "
+                          "an adapter there would never train."},
     )
     lora_rslora: bool = field(
         default=False, metadata={"help": "Rank-stabilised LoRA: scale the adapter by lora_alpha / √r instead of / r."}
@@ -132,7 +133,10 @@ class TrainConfig(PowerFlowArguments):
         self.lora_target_modules = tuple(self.lora_target_modules)
         if not self.lora_target_modules or not all(isinstance(m, str) and m.strip() for m in self.lora_target_modules):
             raise ConfigError(f"train.lora_target_modules={list(self.lora_target_modules)}: list module names, e.g. "
-                              "[all-linear] or [all-linear, lm_head].")
+                              "[all-linear] or [all-linear, embed_tokens].")
+        if "lm_head" in self.lora_target_modules:
+            raise ConfigError("train.lora_target_modules names lm_head: TRL computes the log-probabilities from "
+                              "lm_head.weight directly, so an adapter there would never train; remove it.")
         if not 0 <= self.warmup_steps < self.steps:
             raise ConfigError(f"train.warmup_steps={self.warmup_steps}: use an integer in [0, train.steps).")
         if not self.families:
@@ -261,7 +265,7 @@ def lora_config(r: int, lora_alpha: int, target_modules: tuple[str, ...] | list[
 
     target_modules: module names, where "all-linear" stands for every linear layer of the
     transformer blocks (PEFT's rule: the output layer is left out); with other names beside it
-    (e.g. lm_head) it is expanded on `model`, which must then be given. The adapter's scale is
+    (e.g. embed_tokens) it is expanded on `model`, which must then be given. The adapter's scale is
     lora_alpha / r, or lora_alpha / √r with rslora. No dropout: the policy's log-probabilities in the
     residual must be those it samples with.
     """

@@ -21,19 +21,24 @@ def test_no_adapter_at_rank_zero_and_all_linear_is_peft_s_own_rule():
     assert not config.use_rslora
 
 
-def test_all_linear_beside_other_names_expands_on_the_model_and_adapts_the_output_layer():
+def test_all_linear_beside_other_names_expands_on_the_model_and_adapts_the_embeddings():
     from peft import get_peft_model
 
     model, _ = random_base(seed=0, n_symbols=3)
     names = block_linear_names(model)
     assert "lm_head" not in names and {"q_proj", "down_proj"} <= set(names)
     with pytest.raises(ValueError, match="needs the model"):
-        lora_config(8, 16, ("all-linear", "lm_head"))
-    config = lora_config(8, 16, ("all-linear", "lm_head"), model=model)
-    assert set(config.target_modules) == set(names) | {"lm_head"}
+        lora_config(8, 16, ("all-linear", "embed_tokens"))
+    config = lora_config(8, 16, ("all-linear", "embed_tokens"), model=model)
+    assert set(config.target_modules) == set(names) | {"embed_tokens"}
     adapted = get_peft_model(model, config)
-    lora_modules = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in adapted.named_parameters() if "lora_A" in n}
-    assert lora_modules == set(names) | {"lm_head"}
+    adapted_modules = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, _ in adapted.named_parameters() if ".lora_" in n}
+    assert adapted_modules == set(names) | {"embed_tokens"}
+
+
+def test_an_adapter_on_the_output_layer_is_refused_with_the_reason():
+    with pytest.raises(ConfigError, match="lm_head.weight directly"):
+        TrainConfig(lora_target_modules=("all-linear", "lm_head"))
 
 
 def test_rslora_scales_the_adapter_by_alpha_over_root_rank():
