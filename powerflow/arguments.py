@@ -51,10 +51,12 @@ class PowerFlowArguments:
         metadata={"help": "null: squared loss w·δ². κ > 0: Huber loss (quadratic for |δ| ≤ κ, linear beyond), "
                           "bounding the pull of rare completions with huge residuals; same fixed point."},
     )
-    lora_plus_ratio: float | None = field(
+    lr_multipliers: dict[str, float] | None = field(
         default=None,
-        metadata={"help": "LoRA+: the adapter's B matrices learn at lora_plus_ratio × learning_rate (e.g. 16), the "
-                          "A matrices and everything else at learning_rate. null: one rate. Only with an adapter."},
+        metadata={"help": "Learning-rate multipliers by parameter name: {substring: factor}; a trainable parameter "
+                          "whose name contains a key learns at factor × learning_rate (the first key that matches). "
+                          "{lora_B: 16} is LoRA+; {modules_to_save: 10} speeds up what lora_modules_to_save trains "
+                          "in full (the norm gains). null: one rate. The fixed point does not move."},
     )
     format_pattern: str | None = field(
         default=None,
@@ -90,9 +92,10 @@ class PowerFlowArguments:
         if self.huber_delta is not None and not (math.isfinite(self.huber_delta) and self.huber_delta > 0):
             raise ConfigError(f"{self._key('huber_delta')}={self.huber_delta}: use a number > 0 (e.g. 1.0), or "
                               "null for the squared loss.")
-        if self.lora_plus_ratio is not None and not (math.isfinite(self.lora_plus_ratio) and self.lora_plus_ratio > 0):
-            raise ConfigError(f"{self._key('lora_plus_ratio')}={self.lora_plus_ratio}: use a number > 0 (e.g. 16), "
-                              "or null for one learning rate.")
+        for key, factor in (self.lr_multipliers or {}).items():
+            if not key or not isinstance(factor, (int, float)) or not (math.isfinite(factor) and factor > 0):
+                raise ConfigError(f"{self._key('lr_multipliers')}: {key!r}: {factor!r} must map a non-empty name "
+                                  "substring to a number > 0, e.g. {lora_B: 16}; or write null for one rate.")
         for name in ("format_penalty", "truncation_penalty"):
             if not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"{self._key(name)} must be finite, got {getattr(self, name)}.")

@@ -229,10 +229,10 @@ class PowerFlowTrainer(GRPOTrainer):
 
     def create_optimizer(self, model=None):
         """TRL/transformers' optimizer, plus the log Z head as its own group (own lr, no decay), and
-        with `lora_plus_ratio` the adapter's B matrices in groups of their own at that multiple of the lr."""
+        with `lr_multipliers` the parameters they name in groups of their own at those multiples of the lr."""
         optimizer = super().create_optimizer(model)
-        if self.args.lora_plus_ratio is not None:
-            split_lora_plus_groups(optimizer, self.model, self.args.lora_plus_ratio)
+        if self.args.lr_multipliers:
+            split_groups_by_lr_multiplier(optimizer, self.model, self.args.lr_multipliers)
         if self.logz_head is not None:
             known = {id(p) for group in optimizer.param_groups for p in group["params"]}
             head_params = [p for p in self.logz_head.parameters() if id(p) not in known]
@@ -561,25 +561,32 @@ class PowerFlowTrainer(GRPOTrainer):
             self._logz_warm = True
 
 
-def split_lora_plus_groups(optimizer: torch.optim.Optimizer, model: torch.nn.Module, ratio: float) -> None:
-    """LoRA+ (Hayou et al., 2024): move the adapter's B matrices into groups learning at ratio × lr.
+def split_groups_by_lr_multiplier(optimizer: torch.optim.Optimizer, model: torch.nn.Module,
+                                  multipliers: dict[str, float]) -> None:
+    """Give the parameters whose name contains a key of `multipliers` groups of their own at factor × lr.
 
-    With W = W₀ + (α/r)·B·A, B starts at 0 and A at random; LoRA+ sets lr_B = ratio · lr_A so that
-    both factors learn at the rate that is stable for each (efficient feature learning). Each group
-    of the optimizer is split in two with the same settings; must run before the first step (and
-    before the scheduler, which reads each group's lr). Refuses a model without LoRA B matrices.
+    LoRA+ (Hayou et al., 2024) is {"lora_B": ratio}: with W = W₀ + (α/r)·B·A, B starting at 0 and A
+    random, both factors learn at a stable rate only when lr_B = ratio · lr_A. The first matching key
+    decides a parameter's factor. Each group keeps its other settings (weight decay); must run before
+    the first step and before the scheduler, which reads each group's lr. A key that matches no
+    trainable parameter is refused (a typo would silently train at one rate).
     """
-    lora_b = {id(p) for name, p in model.named_parameters() if "lora_B" in name and p.requires_grad}
-    if not lora_b:
-        raise ValueError("lora_plus_ratio is set but the model has no LoRA adapter (no lora_B weights): set "
-                         "train.lora_r >= 1, or lora_plus_ratio: null.")
+    names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+    factor_of = {}
+    for pid, name in names.items():
+        factor_of[pid] = next((f for key, f in multipliers.items() if key in name), None)
+    unused = [key for key in multipliers if not any(key in n for n in names.values())]
+    if unused:
+        raise ValueError(f"lr_multipliers names {unused}, which match no trainable parameter of the model (e.g. "
+                         f"{sorted(names.values())[:2]}): fix the name, or set train.lora_r >= 1 for lora_A/lora_B.")
     groups = []
     for group in optimizer.param_groups:
         settings = {k: v for k, v in group.items() if k != "params"}
-        rest = [p for p in group["params"] if id(p) not in lora_b]
-        b = [p for p in group["params"] if id(p) in lora_b]
-        groups += [{**settings, "params": rest}] if rest else []
-        groups += [{**settings, "params": b, "lr": settings["lr"] * ratio}] if b else []
+        by_factor: dict[float | None, list] = {}
+        for p in group["params"]:
+            by_factor.setdefault(factor_of.get(id(p)), []).append(p)
+        for factor, params in by_factor.items():
+            groups.append({**settings, "params": params, "lr": settings["lr"] * (factor or 1.0)})
     optimizer.param_groups = groups
 
 

@@ -51,8 +51,12 @@ VARIANTS |= {
     "lora-warmup": {**LORA, "warmup_steps": 30},
     "lora-r64": {**LORA, "lora_r": 64, "lora_alpha": 128, "learning_rate": 1e-3},
     "lora-embed": {**LORA, "lora_target_modules": ("all-linear", "embed_tokens")},
+    "lora-norm": {**LORA, "lora_modules_to_save": ("norm",)},
+    "lora-norm-x10": {**LORA, "lora_modules_to_save": ("norm",), "lr_multipliers": {"modules_to_save": 10.0}},
+    "lora-plus-norm-x10": {**LORA, "learning_rate": 1e-3, "lora_modules_to_save": ("norm",),
+                           "lr_multipliers": {"lora_B": 16.0, "modules_to_save": 10.0}},
     "lora-rslora": {**LORA, "lora_rslora": True},
-    "lora-plus": {**LORA, "learning_rate": 3e-4, "lora_plus_ratio": 16.0},
+    "lora-plus": {**LORA, "learning_rate": 3e-4, "lr_multipliers": {"lora_B": 16.0}},
     "lora-gfn": {**LORA, "lora_r": 64, "lora_alpha": 64, "learning_rate": 1e-4, "warmup_steps": 30},
     # closer at α = 4 with full fine-tuning, at the main job's budget (300 steps)
     "new-lr1e-3-warmup": {**NEW, "learning_rate": 1e-3, "warmup_steps": 30},

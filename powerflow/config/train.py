@@ -47,6 +47,13 @@ class TrainConfig(PowerFlowArguments):
                           "embeddings. Not lm_head: TRL computes log-probabilities from lm_head.weight directly, so "
                           "an adapter there would never train."},
     )
+    lora_modules_to_save: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "Modules trained in full beside the adapter (PEFT's modules_to_save; a name matches every "
+                          "module whose name ends with it). [norm]: every RMSNorm/LayerNorm gain, which the adapter "
+                          "cannot reach: the final norm fixes the scale of the logits, and sharpening (α > 1) "
+                          "needs it to grow. p_base stays the untouched modules (adapter disabled)."},
+    )
     lora_rslora: bool = field(
         default=False, metadata={"help": "Rank-stabilised LoRA: scale the adapter by lora_alpha / √r instead of / r."}
     )
@@ -134,6 +141,7 @@ class TrainConfig(PowerFlowArguments):
         if not self.lora_target_modules or not all(isinstance(m, str) and m.strip() for m in self.lora_target_modules):
             raise ConfigError(f"train.lora_target_modules={list(self.lora_target_modules)}: list module names, e.g. "
                               "[all-linear] or [all-linear, embed_tokens].")
+        self.lora_modules_to_save = tuple(self.lora_modules_to_save)
         if "lm_head" in self.lora_target_modules:
             raise ConfigError("train.lora_target_modules names lm_head: TRL computes the log-probabilities from "
                               "lm_head.weight directly, so an adapter there would never train; remove it.")
@@ -260,14 +268,15 @@ ALL_LINEAR = "all-linear"
 
 
 def lora_config(r: int, lora_alpha: int, target_modules: tuple[str, ...] | list[str] = (ALL_LINEAR,),
-                rslora: bool = False, model=None):
+                rslora: bool = False, model=None, modules_to_save: tuple[str, ...] | list[str] = ()):
     """The PEFT LoraConfig of a trained policy, or None for full fine-tuning (r = 0).
 
     target_modules: module names, where "all-linear" stands for every linear layer of the
     transformer blocks (PEFT's rule: the output layer is left out); with other names beside it
     (e.g. embed_tokens) it is expanded on `model`, which must then be given. The adapter's scale is
-    lora_alpha / r, or lora_alpha / √r with rslora. No dropout: the policy's log-probabilities in the
-    residual must be those it samples with.
+    lora_alpha / r, or lora_alpha / √r with rslora. modules_to_save: modules trained in full beside
+    the adapter (a trainable copy; disabling the adapter uses the originals, so p_base is unchanged).
+    No dropout: the policy's log-probabilities in the residual must be those it samples with.
     """
     if r == 0:
         return None
@@ -282,7 +291,8 @@ def lora_config(r: int, lora_alpha: int, target_modules: tuple[str, ...] | list[
         modules = sorted(set(block_linear_names(model)) | {t for t in targets if t != ALL_LINEAR})
     else:
         modules = targets
-    return LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=modules, lora_dropout=0.0, use_rslora=rslora)
+    return LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=modules, lora_dropout=0.0, use_rslora=rslora,
+                      modules_to_save=list(modules_to_save) or None)
 
 
 def block_linear_names(model) -> list[str]:
@@ -296,4 +306,5 @@ def block_linear_names(model) -> list[str]:
 
 def train_lora_config(train: TrainConfig, model=None):
     """`lora_config` from the `train:` section (None when train.lora_r is 0)."""
-    return lora_config(train.lora_r, train.lora_alpha, train.lora_target_modules, train.lora_rslora, model)
+    return lora_config(train.lora_r, train.lora_alpha, train.lora_target_modules, train.lora_rslora, model,
+                       train.lora_modules_to_save)

@@ -55,7 +55,7 @@ def test_rslora_scales_the_adapter_by_alpha_over_root_rank():
 
 def test_lora_plus_puts_exactly_the_b_matrices_at_ratio_times_the_learning_rate(tmp_path, small_cfg):
     trainer, _, _ = trainer_for_enumerable(replace(small_cfg, lora_r=4), alpha=2.0, objective="tb",
-                                           output_dir=tmp_path, lora_plus_ratio=16.0)
+                                           output_dir=tmp_path, lr_multipliers={"lora_B": 16.0})
     optimizer = trainer.create_optimizer()
     lr = trainer.args.learning_rate
     names = {id(p): n for n, p in trainer.model.named_parameters()}
@@ -71,19 +71,45 @@ def test_lora_plus_puts_exactly_the_b_matrices_at_ratio_times_the_learning_rate(
     assert trainer.state.global_step == small_cfg.steps
 
 
-def test_lora_plus_without_an_adapter_is_refused(tmp_path, small_cfg):
+def test_a_multiplier_that_names_no_parameter_is_refused(tmp_path, small_cfg):
     trainer, _, _ = trainer_for_enumerable(replace(small_cfg, lora_r=0), alpha=2.0, objective="tb",
-                                           output_dir=tmp_path, lora_plus_ratio=16.0)
-    with pytest.raises(ValueError, match="no LoRA adapter"):
+                                           output_dir=tmp_path, lr_multipliers={"lora_B": 16.0})
+    with pytest.raises(ValueError, match=r"lr_multipliers names \['lora_B'\], which match no trainable"):
         trainer.create_optimizer()
 
 
 def test_warmup_and_adapter_settings_are_checked_and_reach_trl(tmp_path):
     with pytest.raises(ConfigError, match="train.warmup_steps=10"):
         TrainConfig(steps=10, warmup_steps=10)
-    with pytest.raises(ConfigError, match="lora_plus_ratio"):
-        TrainConfig(lora_plus_ratio=0.0)
+    with pytest.raises(ConfigError, match="lr_multipliers"):
+        TrainConfig(lr_multipliers={"lora_B": 0.0})
     with pytest.raises(ConfigError, match="lora_target_modules"):
         TrainConfig(lora_target_modules=())
     assert TrainConfig(lora_target_modules="all-linear").lora_target_modules == ("all-linear",)
     assert trl_arguments(TrainConfig(steps=100, warmup_steps=10), tmp_path)["warmup_steps"] == 10
+
+
+def test_modules_trained_beside_the_adapter_leave_p_base_untouched_and_merge_into_the_policy():
+    """lora_modules_to_save: [norm] trains a copy of every norm gain; with the adapter disabled (how the
+    trainer computes p_base) the model is the base exactly, and merging keeps the trained gains."""
+    import torch
+    from peft import get_peft_model
+
+    model, _ = random_base(seed=0, n_symbols=3)
+    ids = torch.tensor([[1, 2, 3, 2]])
+    with torch.no_grad():
+        base_logits = model(ids).logits.clone()
+    adapted = get_peft_model(model, lora_config(4, 8, modules_to_save=("norm",)))
+    saved = [p for n, p in adapted.named_parameters() if "modules_to_save" in n]
+    assert saved and all(p.requires_grad for p in saved)
+    assert any(n.endswith("model.norm.modules_to_save.default.weight") for n, _ in adapted.named_parameters())
+    with torch.no_grad():
+        for p in saved:
+            p.mul_(3.0)  # a sharpening step: every gain ×3
+        policy_logits = adapted(ids).logits.clone()
+        with adapted.disable_adapter():
+            assert torch.equal(adapted(ids).logits, base_logits)
+    assert not torch.allclose(policy_logits, base_logits)
+    merged = adapted.merge_and_unload()
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, policy_logits, atol=1e-5)
