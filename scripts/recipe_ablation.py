@@ -53,6 +53,7 @@ VARIANTS |= {
     "lora-embed": {**LORA, "lora_target_modules": ("all-linear", "embed_tokens")},
     "lora-norm": {**LORA, "lora_modules_to_save": ("norm",)},
     "lora-norm-x10": {**LORA, "lora_modules_to_save": ("norm",), "lr_multipliers": {"modules_to_save": 10.0}},
+    "lora-norm-x30": {**LORA, "lora_modules_to_save": ("norm",), "lr_multipliers": {"modules_to_save": 30.0}},
     "lora-plus-norm-x10": {**LORA, "learning_rate": 1e-3, "lora_modules_to_save": ("norm",),
                            "lr_multipliers": {"lora_B": 16.0, "modules_to_save": 10.0}},
     "lora-rslora": {**LORA, "lora_rslora": True},
