@@ -6,6 +6,7 @@ DDP runs for real on two CPU ranks with infra/accelerate/ddp_cpu.yaml.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -195,4 +196,7 @@ def test_a_failing_rank_fails_the_step_with_a_launch_error(tmp_path, capfd):
     with pytest.raises(LaunchError, match=r"accelerate launch --config_file .*cpu.yaml` exited with status"):
         train_on_ranks(cfg, rank_arguments("2.0", "la_tb"), result)
     assert not result.exists()
-    assert "powerflow: error (rank 1)" in capfd.readouterr().err
+    # Every rank fails; the launcher stops the others when the first one exits, so which rank gets to
+    # print first depends on scheduling: some rank's error, naming its rank and the cause, reaches the user.
+    err = capfd.readouterr().err
+    assert re.search(r"powerflow: error \(rank [01]\): params file .*params.yaml not f", err), err[-2000:]
