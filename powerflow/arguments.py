@@ -58,6 +58,13 @@ class PowerFlowArguments:
                           "{lora_B: 16} is LoRA+; {modules_to_save: 10} speeds up what lora_modules_to_save trains "
                           "in full (the norm gains). null: one rate. The fixed point does not move."},
     )
+    alpha_warmup_steps: int = field(
+        default=0,
+        metadata={"help": "Anneal the power: α_t = 1 + (α − 1) · min(1, t / alpha_warmup_steps) at optimizer step t, "
+                          "so training starts at the base's own fixed point (α = 1, where π = p_base already) and "
+                          "reaches α after this many steps; from then on the objective is α's, so the fixed point "
+                          "is unchanged (it must be < train.steps). 0: α from the first step."},
+    )
     format_pattern: str | None = field(
         default=None,
         metadata={"help": "Regex a completion must contain; when set, ψ(y) = format_penalty for those that don't."},
@@ -96,6 +103,9 @@ class PowerFlowArguments:
             if not key or not isinstance(factor, (int, float)) or not (math.isfinite(factor) and factor > 0):
                 raise ConfigError(f"{self._key('lr_multipliers')}: {key!r}: {factor!r} must map a non-empty name "
                                   "substring to a number > 0, e.g. {lora_B: 16}; or write null for one rate.")
+        if not isinstance(self.alpha_warmup_steps, int) or self.alpha_warmup_steps < 0:
+            raise ConfigError(f"{self._key('alpha_warmup_steps')}={self.alpha_warmup_steps!r}: use an integer >= 0 "
+                              "(0 = the target's α from the first step).")
         for name in ("format_penalty", "truncation_penalty"):
             if not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"{self._key(name)} must be finite, got {getattr(self, name)}.")
@@ -105,6 +115,15 @@ class PowerFlowArguments:
             except re.error as err:
                 raise ConfigError(f"{self._key('format_pattern')} is not a valid regex ({err}): fix the "
                                   "pattern.") from err
+
+    def annealed_alpha(self, alpha: float, step: int) -> float:
+        """The power at optimizer step `step` of a run toward `alpha`:
+
+            α_t = 1 + (α − 1) · min(1, t / T),   T = alpha_warmup_steps (α_t = α when T = 0).
+        """
+        if self.alpha_warmup_steps <= 0:
+            return alpha
+        return 1.0 + (alpha - 1.0) * min(1.0, step / self.alpha_warmup_steps)
 
     def power_flow_arguments(self) -> dict:
         """These settings as keyword arguments (for the trainer's config)."""

@@ -88,6 +88,22 @@ def preset_names() -> list[str]:
     return sorted(_preset_files())
 
 
+def runs_on_the_world(name: str) -> bool:
+    """True for a preset that keeps the embedded world as its model (it names no model, or `world`):
+    it runs as it is on a CPU, so it has no CPU check and reads nothing from a hub."""
+    import yaml
+
+    from powerflow.config.sections import WORLD_MODEL
+
+    overlay = yaml.safe_load(get_preset(name).text) or {}
+    return (overlay.get("model") or {}).get("name_or_path", WORLD_MODEL) == WORLD_MODEL
+
+
+def hub_preset_names() -> list[str]:
+    """The presets of a hub model (the GPU presets), sorted: the ones with a CPU check."""
+    return [name for name in preset_names() if not runs_on_the_world(name)]
+
+
 def _description(text: str) -> str:
     """The first comment line of a preset file (its one-line summary)."""
     for line in text.splitlines():
@@ -476,6 +492,9 @@ def apply_cpu_check(name: str, params_path: str | Path, model: str | Path, data:
 
     path = Path(params_path)
     get_preset(name)  # an unknown name fails first, listing the shipped ones
+    if runs_on_the_world(name):
+        raise UserError(f"preset {name!r} runs on the embedded world, which this CPU trains as it is: apply it "
+                        f"without --model (`powerflow preset apply {name}`), then `dvc repro` or `powerflow train`.")
     model_dir = check_model_dir(model)
     root = path.resolve().parent
     data_file = None if data is None else project_relative(

@@ -242,6 +242,13 @@ class PowerFlowTrainer(GRPOTrainer):
                 )
         return optimizer
 
+    def current_alpha(self) -> float:
+        """The power the loss uses now: args.alpha, annealed from 1 over `alpha_warmup_steps` (see
+        PowerFlowArguments.annealed_alpha); evaluation always uses args.alpha."""
+        if not self.model.training:
+            return self.args.alpha
+        return self.args.annealed_alpha(self.args.alpha, self.state.global_step)
+
     # ----------------------------------------------------------------- scoring
     @contextlib.contextmanager
     def _base_model(self):
@@ -392,7 +399,7 @@ class PowerFlowTrainer(GRPOTrainer):
             )
         log_pi_old = sequence_log_prob(old, batch["completion_mask"])
         partial = residual_fn(self.args.objective)(
-            torch.zeros_like(log_pi_old), log_pi_old, log_p_base, length, self.args.alpha, psi
+            torch.zeros_like(log_pi_old), log_pi_old, log_p_base, length, self.current_alpha(), psi
         )
         mode = "train" if self.model.training else "eval"
         group = self.num_generations if mode == "train" else self.num_generations_eval
@@ -421,6 +428,7 @@ class PowerFlowTrainer(GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         per_token = self.accelerator.gather(log_p_base / length).mean().item()
         self._metrics[mode]["powerflow/log_p_base_per_token"].append(per_token)
+        self._metrics[mode]["powerflow/alpha"].append(self.current_alpha())
         self._metrics[mode]["powerflow/truncated_fraction"].append(
             self.accelerator.gather(truncated.float()).mean().item()
         )
@@ -443,7 +451,7 @@ class PowerFlowTrainer(GRPOTrainer):
         estimate is exact when all residuals agree (at the fixed point; for α = 1 and π = p_base it is 0).
         """
         partial = residual_fn(self.args.objective)(
-            torch.zeros_like(log_pi), log_pi.detach(), log_p_base, length, self.args.alpha, psi
+            torch.zeros_like(log_pi), log_pi.detach(), log_p_base, length, self.current_alpha(), psi
         )
         estimate = -self.accelerator.gather(partial.float()).mean()
         if torch.isfinite(estimate):
@@ -465,7 +473,7 @@ class PowerFlowTrainer(GRPOTrainer):
             self._warm_start_logz_head(log_pi, inputs["pf_log_p_base"], length, inputs["pf_psi"])
         terms = power_flow_loss(
             objective=self.args.objective,
-            alpha=self.args.alpha,
+            alpha=self.current_alpha(),
             log_z=self._policy_log_z(inputs),
             log_pi=log_pi,
             log_pi_old=log_pi_old,

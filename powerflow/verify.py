@@ -29,10 +29,12 @@ def exact_train_config(cfg: ExactCheckConfig) -> TrainConfig:
                        lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, max_grad_norm=1.0, seed=cfg.seed)
 
 
-def trainer_for_enumerable(cfg: ExactCheckConfig, alpha: float, objective: str, output_dir: str | Path, **overrides):
+def trainer_for_enumerable(cfg: ExactCheckConfig, alpha: float, objective: str, output_dir: str | Path, *,
+                           lora_modules_to_save: tuple[str, ...] = (), **overrides):
     """A PowerFlowTrainer on a fresh random enumerable base, built from an ExactCheckConfig.
 
-    Returns (trainer, base TerminalSet, prompt ids). `overrides` go to PowerFlowConfig (trainer_config).
+    Returns (trainer, base TerminalSet, prompt ids). `overrides` go to PowerFlowConfig (trainer_config);
+    `lora_modules_to_save` to the adapter (modules trained in full beside it, e.g. ("norm",)).
     """
     from datasets import Dataset
 
@@ -49,7 +51,7 @@ def trainer_for_enumerable(cfg: ExactCheckConfig, alpha: float, objective: str, 
         overrides["activation_checkpointing"] = overrides.pop("gradient_checkpointing")
     args = trainer_config(exact_train_config(cfg), Member(alpha, objective, cfg.seed), output_dir,
                           **(settings | overrides))
-    peft_config = lora_config(cfg.lora_r, cfg.lora_alpha)
+    peft_config = lora_config(cfg.lora_r, cfg.lora_alpha, modules_to_save=lora_modules_to_save)
     dataset = Dataset.from_dict({"prompt": [cfg.prompt] * (cfg.steps + 1)})
     trainer = PowerFlowTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config

@@ -145,6 +145,9 @@ class TrainConfig(PowerFlowArguments):
         if "lm_head" in self.lora_target_modules:
             raise ConfigError("train.lora_target_modules names lm_head: TRL computes the log-probabilities from "
                               "lm_head.weight directly, so an adapter there would never train; remove it.")
+        if self.alpha_warmup_steps >= self.steps:
+            raise ConfigError(f"train.alpha_warmup_steps={self.alpha_warmup_steps} >= train.steps={self.steps}: the "
+                              "run would end before reaching α (a different target); use fewer warm-up steps.")
         if not 0 <= self.warmup_steps < self.steps:
             raise ConfigError(f"train.warmup_steps={self.warmup_steps}: use an integer in [0, train.steps).")
         if not self.families:

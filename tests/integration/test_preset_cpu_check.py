@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from benchmarks.pipeline_project import ROOT, make_project, run
-from powerflow.presets import get_preset, preset_names
+from powerflow.presets import get_preset, hub_preset_names
 from tests.byo_model import math_prompt_records, save_hub_style_model
 from tests.data.benchmark_files import (gpqa_records, math500_records, mmlu_pro_records, write_coverageqa_json,
                                         write_creative_json, write_records)
@@ -80,7 +80,7 @@ def failed_stage(output: str) -> str:
     return found[-1] if found else "(no stage named)"
 
 
-@pytest.mark.parametrize("name", preset_names())
+@pytest.mark.parametrize("name", hub_preset_names())
 def test_the_cpu_check_of_a_preset_runs_dvc_repro_to_the_report(tmp_path, inputs, name):
     folder, model, sources = inputs
     project = make_project(tmp_path / "project", alphas=(2.0,))

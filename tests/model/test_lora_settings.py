@@ -113,3 +113,21 @@ def test_modules_trained_beside_the_adapter_leave_p_base_untouched_and_merge_int
     merged = adapted.merge_and_unload()
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, policy_logits, atol=1e-5)
+
+
+def test_an_annealed_alpha_starts_at_the_base_s_own_fixed_point_and_reaches_alpha(tmp_path, small_cfg):
+    """alpha_warmup_steps = 2 at α = 4: the loss uses α_t = 1, 2.5, 4, 4 at steps 0–3. At step 0 the policy
+    is the base (a copy, nothing trained yet) and α_0 = 1, so every residual log Z + log π − log p_base is 0."""
+    with pytest.raises(ConfigError, match="alpha_warmup_steps=10 >= train.steps=10"):
+        TrainConfig(steps=10, alpha_warmup_steps=10)
+    with pytest.raises(ConfigError, match="alpha_warmup_steps"):
+        TrainConfig(alpha_warmup_steps=-1)
+    trainer, _, _ = trainer_for_enumerable(replace(small_cfg, lora_r=0), alpha=4.0, objective="tb",
+                                           output_dir=tmp_path, alpha_warmup_steps=2, logging_steps=1)
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "powerflow/alpha" in entry]
+    assert [entry["powerflow/alpha"] for entry in logs] == pytest.approx([1.0, 2.5, 4.0, 4.0])
+    assert logs[0]["powerflow/residual_var"] == pytest.approx(0.0, abs=1e-10)
+    assert logs[-1]["powerflow/residual_var"] > 1e-6  # at α = 4 the base is far from its fixed point
+    trainer.model.eval()
+    assert trainer.current_alpha() == 4.0

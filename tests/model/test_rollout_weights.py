@@ -102,3 +102,26 @@ def test_trainer_with_use_vllm_needs_vllm(tmp_path):
 def _trainer_with(tmp_path, **overrides):
     cfg = ExactCheckConfig(steps=1, num_generations=8)
     return trainer_for_enumerable(cfg, alpha=4.0, objective="la_tb", output_dir=tmp_path, **overrides)
+
+
+def test_norm_gains_trained_beside_the_adapter_are_pushed_under_their_checkpoint_names(tmp_path):
+    """The presets' LoRA recipe trains copies of the norm gains (lora_modules_to_save: [norm]): the engine
+    must sample with the trained copies, once each, under the names vLLM loads (not the frozen originals)."""
+    cfg = ExactCheckConfig(steps=1, num_generations=8, lora_r=8, logz="group")
+    trainer, _, _ = trainer_for_enumerable(cfg, alpha=4.0, objective="tb", output_dir=tmp_path,
+                                           lora_modules_to_save=("norm",))
+    originals = {}
+    with torch.no_grad():
+        for name, p in trainer.model.named_parameters():
+            if "modules_to_save" in name:
+                originals[name.removeprefix("base_model.model.").replace(".modules_to_save.default", "")] = p.clone()
+                p.mul_(3.0)
+    expected = dict(copy.deepcopy(trainer.model).merge_and_unload().named_parameters())
+    pushed = dict(rollout_engine_weights(trainer))
+    assert set(pushed) == set(expected)
+    assert not [n for n in pushed if any(m in n for m in PEFT_MARKERS)]
+    norms = [n for n in pushed if n.endswith("norm.weight")]
+    assert "model.norm.weight" in norms
+    assert sorted(norms) == sorted(originals)
+    for name in norms:  # the trained copy (3 × the original gain), not the frozen original
+        assert torch.allclose(pushed[name], expected[name]) and torch.allclose(pushed[name], 3.0 * originals[name])

@@ -15,7 +15,7 @@ from powerflow.config import load_pipeline_config
 from powerflow.errors import ConfigError, UserError
 from powerflow.presets import (CPU_STEPS, UnknownPresetError, apply_cpu_check, apply_preset, cpu_check_summary,
                                cpu_gradient_accumulation, get_preset, merge_overlay, merged_params_text,
-                               parse_source_options, preset_names)
+                               hub_preset_names, parse_source_options, preset_names, runs_on_the_world)
 
 ROOT = Path(__file__).resolve().parents[2]
 SINGLE_GPU = ["qwen2.5-math-7b-alpha4", "llama-3.1-8b-instruct-alpha2-reasoning",
@@ -41,11 +41,12 @@ def project(tmp_path):
 
 
 def test_the_seed_presets_are_shipped():
-    assert set(SINGLE_GPU + ["qwen2.5-math-7b-alpha4-8gpu"]) <= set(preset_names())
+    assert set(SINGLE_GPU + ["qwen2.5-math-7b-alpha4-8gpu"]) == set(hub_preset_names())
+    assert set(preset_names()) == set(hub_preset_names()) | {"world-lora"}
     assert all(get_preset(name).description for name in preset_names())
 
 
-@pytest.mark.parametrize("name", preset_names())
+@pytest.mark.parametrize("name", hub_preset_names())
 def test_every_preset_validates_over_the_repository_params(project, no_network, name):
     params = project / "params.yaml"
     apply_preset(name, params)
@@ -155,7 +156,7 @@ def _gpu_form(project: Path, name: str):
     return load_pipeline_config(copy / "params.yaml")
 
 
-@pytest.mark.parametrize("name", preset_names())
+@pytest.mark.parametrize("name", hub_preset_names())
 def test_the_cpu_check_of_every_preset_validates_with_the_overrides(project, no_network, name):
     model = _model_dir(project / "tiny-model")
     gpu = _gpu_form(project, name)
@@ -194,7 +195,7 @@ def test_the_cpu_check_of_every_preset_validates_with_the_overrides(project, no_
     assert "train.use_vllm" in summary and "true -> false" in summary and "dvc repro report" in summary
 
 
-@pytest.mark.parametrize("name", preset_names())
+@pytest.mark.parametrize("name", hub_preset_names())
 def test_data_and_sources_replace_the_hub_inputs_and_keep_the_column_mapping(project, tmp_path_factory, name):
     gpu = _gpu_form(project, name)
     (project / "prompts.jsonl").write_text('{"problem": "1+1?"}\n')
@@ -286,3 +287,36 @@ def test_parse_source_options():
     for bad in (["math500"], ["=a.jsonl"], ["math500="], ["math500=a.jsonl", "math500=b.jsonl"]):
         with pytest.raises(UserError, match="--source"):
             parse_source_options(bad)
+
+
+def test_world_lora_trains_the_norm_gains_beside_the_adapter_on_the_world(project, no_network):
+    """The measured LoRA recipe (docs/recipe.md §5) on the embedded world; it needs no CPU check."""
+    assert runs_on_the_world("world-lora")
+    params = project / "params.yaml"
+    repository = load_pipeline_config(params)
+    apply_preset("world-lora", params)
+    cfg = load_pipeline_config(params)
+    t = cfg.train
+    assert cfg.model.is_world and cfg.data == repository.data and cfg.world == repository.world
+    assert t.lora_r == 8 and t.lora_modules_to_save == ("norm",) and t.lr_multipliers == {"modules_to_save": 30.0}
+    assert (t.steps, t.num_generations, t.base_mix) == (repository.train.steps, repository.train.num_generations,
+                                                        repository.train.base_mix)
+    assert cfg.sweep.name == "world-lora" and cfg.sweep.objectives == ("tb",)
+    before = params.read_bytes()
+    with pytest.raises(UserError, match=r"runs on the embedded world.*without --model"):
+        apply_cpu_check("world-lora", params, _model_dir(project / "m"))
+    assert params.read_bytes() == before
+
+
+@pytest.mark.parametrize("name", hub_preset_names())
+def test_gpu_presets_use_the_measured_lora_parametrisation(project, name):
+    """Every GPU preset trains the norm gains beside its adapter at the measured rate, as world-lora does."""
+    params = project / "params.yaml"
+    apply_preset(name, params)
+    t = load_pipeline_config(params).train
+    apply_preset("world-lora", params)
+    world = load_pipeline_config(params).train
+    assert t.lora_r > 0 and t.lora_modules_to_save == world.lora_modules_to_save
+    norm_rate = t.learning_rate * t.lr_multipliers["modules_to_save"]  # the rule written beside it: same norm rate
+    assert norm_rate == pytest.approx(world.learning_rate * world.lr_multipliers["modules_to_save"])
+    assert "lr_norm = 0.075" in get_preset(name).text
