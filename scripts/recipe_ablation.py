@@ -73,6 +73,9 @@ VARIANTS |= {
                              "alpha_warmup_steps": 100},
     "lora-finalnorm-x30": {**LORA, "lora_modules_to_save": ("model.norm",),
                            "lr_multipliers": {"modules_to_save": 30.0}},
+    "lora-norm-x5": {**LORA, "lora_modules_to_save": ("norm",), "lr_multipliers": {"modules_to_save": 5.0}},
+    "lora-norm-x10-anneal": {**LORA, "lora_modules_to_save": ("norm",), "lr_multipliers": {"modules_to_save": 10.0},
+                             "alpha_warmup_steps": 100},
     # closer at α = 4 with full fine-tuning, at the main job's budget (300 steps)
     "new-lr1e-3-warmup": {**NEW, "learning_rate": 1e-3, "warmup_steps": 30},
     "new-lr8e-4": {**NEW, "learning_rate": 8e-4},
