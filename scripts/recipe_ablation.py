@@ -146,6 +146,10 @@ def run_one(variant: str, alpha: float, seed: int, curve_every: int) -> dict:
     final = exact_now(trainer.model)
     curve.append({"step": cfg.train.steps, **final})
     own = own_target_distance(supports, trainer.model, tokenizer, alpha, objective)
+    if alpha <= 1:  # p^α on S is not TB's fixed point below 1: estimate the true one (oracle.sampled_true_target)
+        true = oracle.sampled_true_targets(supports, trainer.model, base, tokenizer, alpha,
+                                           max_new_tokens=cfg.train.max_completion_length)
+        own |= {f"true/{k}": v for k, v in true.items()}
     return {"variant": variant, "alpha": alpha, "seed": seed, "settings": VARIANTS[variant], "train_s": seconds,
             **final, "target_accuracy": target["reasoning/accuracy"], "target_validity": target["open_ended/validity"],
             "target_coverage": target["open_ended/coverage"], **own, "curve": curve}

@@ -230,6 +230,11 @@ def world_exact_metrics(cfg: PipelineConfig, source: str, tokenizer, alpha: floa
     exact/policy/<family>/<metric>: the same read off the policy's own probabilities on the support,
       with kl_target = KL(p_α ‖ π) there and mass = π's mass on the support.
     exact/accuracy_ratio: the sampled reasoning avg@n over the exact p^α accuracy.
+    exact/target/<family>/support_share_max, reasoning/accuracy_max, open_ended/validity_max (α < 1):
+      the true p_base^α is normalised over every sequence, and below 1 it lifts the base's thin tail
+      outside the support; these bound its mass on the support and its accuracy (validity) from
+      above (oracle.true_target_bounds), so the on-support numbers are the target only where the
+      share is near 1.
     exact/own_target/..., exact/own_policy/...: the same against the fixed point of `objective` when
       it is not p_base^α itself (la_tb: π*_λ ∝ p_base^α e^{−λ_q|y|}, with its λ per family), so a
       run is measured against what its objective converges to as well as against what was asked.
@@ -248,6 +253,8 @@ def world_exact_metrics(cfg: PipelineConfig, source: str, tokenizer, alpha: floa
     policy_model = load_causal_lm(source, cfg.model.trust_remote_code)
     policy = oracle.policy_distance(supports, policy_model, tokenizer, alpha, EXACT_POWER, n_samples=n)
     out = {f"exact/target/{k}": v for k, v in target.items()} | {f"exact/policy/{k}": v for k, v in policy.items()}
+    if alpha < 1:  # below 1, p^α lifts the base's tail outside S: bound how much of the true target S holds
+        out |= {f"exact/target/{k}": v for k, v in oracle.true_target_bounds(supports, base, tokenizer, alpha).items()}
     if objective is not None and not objective_named(objective).exact_power:
         own = oracle.oracle_metrics(supports, alpha, objective, n_samples=n)
         own_policy = oracle.policy_distance(supports, policy_model, tokenizer, alpha, objective, n_samples=n)

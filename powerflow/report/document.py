@@ -162,7 +162,10 @@ def headline_legend(rows: list[dict]) -> str:
     parts = [_LEGEND[kind].format(families=", ".join(names)) for kind, names in kinds.items() if names]
     if any(r.get("exact") for r in rows):
         parts.append("A p_base^α (exact) row is the target itself on the embedded world (powerflow.world.oracle): "
-                     "what a policy that samples p_base^α exactly would score.")
+                     "what a policy that samples p_base^α exactly would score. Below α = 1 it is p_base^α "
+                     "renormalised on the world's support S, and the true target (normalised over every "
+                     "sequence) puts mass outside S as well, since p^α with α < 1 lifts the base's thin tail: "
+                     "the row's name bounds how much of it S holds and its accuracy (validity).")
     parts.append("Tokens/answer: mean sampled completion length (EOS included), over every family.")
     return " ".join(parts) + "\n"
 

@@ -45,6 +45,19 @@ _EXACT_ROW = (("accuracy", "accuracy_mean"), ("coverage", "coverage"), ("validit
               ("kl_uniform", "kl_uniform"))
 
 
+def exact_row_name(alpha: float, target: dict) -> str:
+    """"p_base^α (exact)", or for α < 1, where the oracle bounds the true target's mass on the support
+    (support_share_max), "p_base^α on S (exact; the true target: ≤ 56 % on S, accuracy ≤ 0.123)"."""
+    share = target.get("reasoning/support_share_max", target.get("open_ended/support_share_max"))
+    if share is None or not finite(share):
+        return f"p_base^{alpha:g} (exact)"
+    parts = [f"≤ {share:.0%} on S"]
+    for key, what in (("reasoning/accuracy_max", "accuracy"), ("open_ended/validity_max", "validity")):
+        if finite(target.get(key, math.nan)):
+            parts.append(f"{what} ≤ {target[key]:.3f}")
+    return f"p_base^{alpha:g} on S (exact; the true target: {', '.join(parts)})"
+
+
 def exact_target_rows(runs: list[dict]) -> list[dict]:
     """One headline row "p_base^α (exact)" per α whose runs carry the world oracle's numbers.
 
@@ -58,7 +71,7 @@ def exact_target_rows(runs: list[dict]) -> list[dict]:
         target = {k[len(EXACT_TARGET):]: v for k, v in m.items() if k.startswith(EXACT_TARGET)}
         if alpha is None or alpha in rows or not any(finite(v) for v in target.values()):
             continue
-        row = {"name": f"p_base^{alpha:g} (exact)", "alpha": alpha, "objective": "exact", "seed": None, "group": None,
+        row = {"name": exact_row_name(alpha, target), "alpha": alpha, "objective": "exact", "seed": None, "group": None,
                "exact": True, "n_samples": m.get("eval/n_samples"), "registered": None}
         for family in families_in([target]):
             max_k = max(pass_at_ks(target, family), default=None)

@@ -107,12 +107,19 @@ def completion_log_probs(model, tokenizer, prompt: str, completions: Sequence[st
     eos = tokenizer.eos_token_id
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     comps = [tokenizer(c, add_special_tokens=False)["input_ids"] + [eos] for c in completions]
+    return token_log_probs(model, prompt_ids, comps, eos)
+
+
+@torch.no_grad()
+def token_log_probs(model, prompt_ids: Sequence[int], comps: Sequence[Sequence[int]],
+                    pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log π(y|q) [N] float64, |y| [N]) of completions given as token ids (an EOS, if any, included)."""
     width = max(len(c) for c in comps)
     device = next(model.parameters()).device
-    ids = torch.full((len(comps), len(prompt_ids) + width), eos, dtype=torch.long)
+    ids = torch.full((len(comps), len(prompt_ids) + width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, comp in enumerate(comps):  # right padding: positions of prompt and completion are the same in every row
-        seq = prompt_ids + comp
+        seq = list(prompt_ids) + list(comp)
         ids[i, : len(seq)] = torch.tensor(seq)
         mask[i, : len(seq)] = 1
     was_training = model.training
@@ -263,5 +270,151 @@ def policy_distance(supports: Sequence[PromptSupport], policy_model, tokenizer, 
             m.update({k: v for k, v in distribution_metrics(
                 "open_ended", log_pi - math.log(max(mass, 1e-300)), s.items, n_samples).items() if k != "validity"})
         m.update({"kl_target": kl, "mass": mass})
+        per_family.setdefault(s.row["family"], []).append(m)
+    return {f"{family}/{key}": _mean([m[key] for m in ms]) for family, ms in per_family.items() for key in ms[0]}
+
+
+@torch.no_grad()
+def off_support_power_lower_bound(model, tokenizer, prompt: str, completions: Sequence[str],
+                                  alpha: float) -> tuple[float, float]:
+    """(Z_S, B): Z_S = Σ_{y∈S} p(y|q)^α and a lower bound B ≤ Σ_{y∉S} p(y|q)^α, for α ≤ 1.
+
+    Every terminal sequence outside S leaves S's prefix tree at some node u (a prefix of an item of
+    S) by a token v that is not a child of u. Grouping them by (u, v):
+
+        Σ_{y∉S} p(y)^α = Σ_u Σ_{v∉children(u)} p(u)^α p(v|u)^α · Z(u v),   Z(w) = Σ_{s} p(s|w)^α ≥ 1
+
+    because for α ≤ 1, Σ_s p(s|w)^α ≥ (Σ_s p(s|w))^α = 1 (s over the terminal suffixes of w; v = EOS
+    ends the sequence, Z = 1). Dropping Z gives B. The true target p_base^α is normalised over every
+    sequence, so its mass on S is at most Z_S / (Z_S + B): the oracle's p_α restricted to S is TB's
+    fixed point only when B ≪ Z_S.
+    """
+    if alpha > 1:
+        raise ValueError("the bound holds for alpha <= 1 (Z(w) >= 1); for alpha > 1 the mass outside S is at "
+                         "most the base's own (PromptSupport.bound)")
+    eos = tokenizer.eos_token_id
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    comps = [tuple(tokenizer(c, add_special_tokens=False)["input_ids"] + [eos]) for c in completions]
+    children: dict[tuple, set] = {}
+    for comp in comps:
+        for t in range(len(comp)):
+            children.setdefault(comp[:t], set()).add(comp[t])
+    width = max(len(c) for c in comps)
+    ids = torch.full((len(comps), len(prompt_ids) + width), eos, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, comp in enumerate(comps):
+        seq = list(prompt_ids) + list(comp)
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+    was_training = model.training
+    model.eval()
+    logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.double(), dim=-1)
+    model.train(was_training)
+    z_s, bound, seen = 0.0, 0.0, set()
+    for i, comp in enumerate(comps):
+        prefix_logp = 0.0
+        for t in range(len(comp)):
+            prefix = comp[:t]
+            dist = logp[i, len(prompt_ids) - 1 + t]
+            if prefix not in seen:
+                seen.add(prefix)
+                out = torch.ones_like(dist, dtype=torch.bool)
+                out[list(children[prefix])] = False
+                bound += float(torch.exp(alpha * (prefix_logp + dist[out])).sum())
+            prefix_logp += float(dist[comp[t]])
+        z_s += math.exp(alpha * prefix_logp)
+    return z_s, bound
+
+
+def true_target_bounds(supports: Sequence[PromptSupport], base_model, tokenizer, alpha: float) -> dict:
+    """For α ≤ 1, what the oracle's p_α on S can say about TB's true fixed point p_base^α / Z, Z over
+    every sequence (means over prompts, per family; keys "<family>/...").
+
+        support_share_max = Z_S / (Z_S + B)          ≥ the true target's mass on S
+        accuracy_max      = Σ_{y∈S correct} p^α / (Z_S + B)   (reasoning)
+        validity_max      = Σ_{y∈S valid} p^α / (Z_S + B)     (open-ended)
+
+    with Z_S, B from off_support_power_lower_bound. Where support_share_max is near 1 the oracle's
+    p_α is the target; where it is not, the true target puts that much mass on sequences outside S
+    (p^α with α < 1 lifts the base's thin tail) and its accuracy is at most accuracy_max.
+    """
+    per_family: dict[str, list[dict]] = {}
+    for s in supports:
+        z_s, bound = off_support_power_lower_bound(base_model, tokenizer, s.row["prompt"],
+                                                   [it.text for it in s.items], alpha)
+        weights = (alpha * s.log_p_base).exp()
+        total = z_s + bound
+        m = {"support_share_max": z_s / total}
+        if s.row["family"] == "reasoning":
+            m["accuracy_max"] = float(sum(w for w, it in zip(weights.tolist(), s.items) if it.correct)) / total
+        else:
+            m["validity_max"] = float(sum(w for w, it in zip(weights.tolist(), s.items) if it.valid)) / total
+        per_family.setdefault(s.row["family"], []).append(m)
+    return {f"{family}/{key}": _mean([m[key] for m in ms]) for family, ms in per_family.items() for key in ms[0]}
+
+
+@torch.no_grad()
+def sampled_true_target(support: PromptSupport, policy_model, base_model, tokenizer, alpha: float, n: int,
+                        max_new_tokens: int, seed: int = 0) -> dict:
+    """TB's true fixed point t(y) = p_base(y|q)^α / Z, Z over every sequence, estimated for one prompt:
+    exact on the support S, importance-sampled outside it with the policy π as the proposal.
+
+        Z ≈ Z_S + max(Ẑ_out, B),   Ẑ_out = (1/n) Σ_i [y_i ∉ S] w_i,   w_i = p_base(y_i)^α / π(y_i),   y_i ~ π
+        share_S = Z_S / Z;  accuracy (validity) = (Σ_{y∈S, correct} p^α + (1/n) Σ_i [y_i ∉ S, correct] w_i) / Z
+        KL(t ‖ π) = Σ_{y∈S} t(y) log(t(y)/π(y)) + (1/n) Σ_i [y_i ∉ S] (w_i/Z) log(w_i/Z)
+
+    Samples are π's at temperature 1, up to max_new_tokens (a truncated one is a terminal state scored
+    by its prefix, as in training). Ẑ_out is unbiased for the mass π can reach; mass π never samples is
+    missed, so the outside mass is taken as at least off_support_power_lower_bound's B (α ≤ 1);
+    sampled_above_bound says which of the two was used, ess is the effective sample size of the
+    outside weights. The KL's outside term uses the samples only (a lower estimate when B was used).
+    """
+    from powerflow.world.grading import grade
+
+    eos = tokenizer.eos_token_id
+    prompt_ids = tokenizer(support.row["prompt"], add_special_tokens=False)["input_ids"]
+    torch.manual_seed(seed)
+    was_training = policy_model.training
+    policy_model.eval()
+    out = policy_model.generate(torch.tensor([prompt_ids]), do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+                                max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=eos,
+                                eos_token_id=eos)
+    policy_model.train(was_training)
+    samples = []
+    for row in out[:, len(prompt_ids):].tolist():
+        samples.append(row[: row.index(eos) + 1] if eos in row else row)
+    log_pi, _ = token_log_probs(policy_model, prompt_ids, samples, eos)
+    log_p, _ = token_log_probs(base_model, prompt_ids, samples, eos)
+    support_ids = {tuple(tokenizer(it.text, add_special_tokens=False)["input_ids"] + [eos]) for it in support.items}
+    outside = torch.tensor([tuple(x) not in support_ids for x in samples], dtype=torch.float64)
+    family = support.row["family"]
+    good = torch.tensor([grade(family, support.row["answer"], tokenizer.decode(x, skip_special_tokens=True)).correct
+                         for x in samples], dtype=torch.float64)
+    w = (alpha * log_p - log_pi).exp() * outside
+    z_s = float((alpha * support.log_p_base).exp().sum())
+    z_s_bound, bound = off_support_power_lower_bound(base_model, tokenizer, support.row["prompt"],
+                                                     [it.text for it in support.items], alpha) if alpha <= 1 else (z_s, 0.0)
+    z = z_s + max(float(w.mean()), bound)  # what π cannot reach is at least the bound
+    weights_s = (alpha * support.log_p_base).exp()
+    key = "accuracy" if family == "reasoning" else "validity"
+    good_s = torch.tensor([it.correct if family == "reasoning" else it.valid for it in support.items],
+                          dtype=torch.float64)
+    log_pi_s, _ = completion_log_probs(policy_model, tokenizer, support.row["prompt"], [it.text for it in support.items])
+    log_t_s = alpha * support.log_p_base - math.log(z)
+    kl = float((log_t_s.exp() * (log_t_s - log_pi_s)).sum())
+    ratio = w / z
+    kl += float(torch.where(outside > 0, ratio * torch.log(ratio.clamp_min(1e-300)), torch.zeros_like(ratio)).mean())
+    ess = float(w.sum() ** 2 / (w ** 2).sum()) if float(w.sum()) > 0 else 0.0
+    return {"share_s": z_s / z, key: (float((weights_s * good_s).sum()) + float((w * good).mean())) / z,
+            "kl_target": kl, "policy_share_s": 1.0 - float(outside.mean()), "ess": ess,
+            "share_s_max": z_s_bound / (z_s_bound + bound), "sampled_above_bound": float(float(w.mean()) > bound)}
+
+
+def sampled_true_targets(supports: Sequence[PromptSupport], policy_model, base_model, tokenizer, alpha: float,
+                         n: int = 128, max_new_tokens: int = 24) -> dict:
+    """sampled_true_target per prompt, averaged per family: keys "<family>/<metric>"."""
+    per_family: dict[str, list[dict]] = {}
+    for i, s in enumerate(supports):
+        m = sampled_true_target(s, policy_model, base_model, tokenizer, alpha, n, max_new_tokens, seed=i)
         per_family.setdefault(s.row["family"], []).append(m)
     return {f"{family}/{key}": _mean([m[key] for m in ms]) for family, ms in per_family.items() for key in ms[0]}

@@ -54,6 +54,12 @@ def test_every_stage_wrote_its_outputs(project):
         assert 0.0 < metrics["exact/own_target/reasoning/accuracy"] < 1.0
         assert metrics["exact/own_target/reasoning/lambda"] != 0.0
         assert metrics["exact/own_target/reasoning/accuracy"] != metrics["exact/target/reasoning/accuracy"]
+        # below α = 1 the true target reaches outside the support: its share there and accuracy are bounded
+        flat = name.startswith("alpha-0.5")
+        assert ("exact/target/reasoning/support_share_max" in metrics) == flat
+        if flat:
+            assert 0.0 < metrics["exact/target/reasoning/support_share_max"] < 1.0
+            assert metrics["exact/target/reasoning/accuracy_max"] < metrics["exact/target/reasoning/accuracy"]
         history = (project / "outputs" / "train" / name / "history.csv").read_text().splitlines()
         assert history[0].startswith("step,") and len(history) == 3  # header + 2 steps
     report = (project / "outputs" / "report" / "report.md").read_text()

@@ -136,3 +136,32 @@ def test_kl_uniform_of_uniform_is_zero_and_of_point_mass_is_log_v():
     large = oracle.sampled_kl_uniform(probs, valid, 2000, draws=50)
     assert small > large
     assert large == pytest.approx(oracle.kl_uniform_of(probs), abs=0.01)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.75, 0.5])
+def test_off_support_bound_is_exact_at_alpha_one_and_below_the_brute_force_mass_under_one(tiny, alpha):
+    """Z_S and B of off_support_power_lower_bound against every terminal sequence (EOS-ended or truncated
+    at MAX_LEN), with S = the ended sequences that start with one letter: at α = 1, B is exactly the
+    mass outside S; below 1, Z_S is exact and B ≤ Σ_{y∉S} p^α, and the true target's accuracy is at most
+    true_target_bounds' accuracy_max."""
+    tok, model, prompt, terminals = tiny
+    correct = lambda s: s[-1] == tok.eos_token_id and s[0] == 1  # noqa: E731
+    by_seq = dict(zip(terminals.sequences, terminals.log_prob.tolist()))
+    in_s = [s for s in terminals.sequences if s[-1] == tok.eos_token_id and s[0] in (1, 2)]
+    z_s, bound = oracle.off_support_power_lower_bound(model, tok, prompt, [_text(tok, s) for s in in_s], alpha)
+    outside = sum(math.exp(alpha * lp) for s, lp in by_seq.items() if s not in set(in_s))
+    assert z_s == pytest.approx(sum(math.exp(alpha * by_seq[s]) for s in in_s), rel=1e-6)
+    if alpha == 1.0:
+        assert z_s + bound == pytest.approx(1.0, abs=1e-9) and bound == pytest.approx(outside, rel=1e-6)
+    else:
+        assert 0.0 < bound < outside
+    items = [oracle.SupportItem(_text(tok, s), correct(s), True, "work", "") for s in in_s]
+    log_p, length = oracle.completion_log_probs(model, tok, prompt, [it.text for it in items])
+    support = oracle.PromptSupport(row={"family": "reasoning", "prompt": prompt}, items=items, log_p_base=log_p,
+                                   length=length)
+    bounds = oracle.true_target_bounds([support], model, tok, alpha)
+    true_accuracy = sum(math.exp(alpha * by_seq[s]) for s in in_s if correct(s)) / (z_s + outside)
+    assert true_accuracy <= bounds["reasoning/accuracy_max"] * (1 + 1e-5)  # equal at α = 1 (float32 model)
+    assert bounds["reasoning/support_share_max"] == pytest.approx(z_s / (z_s + bound))
+    with pytest.raises(ValueError, match="alpha <= 1"):
+        oracle.off_support_power_lower_bound(model, tok, prompt, [_text(tok, in_s[0])], 2.0)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from powerflow.eval.families import families_of
-from powerflow.report.document import write_report
+from powerflow.report.document import headline_legend, write_report
 from powerflow.report.findings import best_runs
 from powerflow.report.plots import plot_diversity_vs_quality, plot_metric_vs_alpha, plot_pass_at_k, plot_training_curves
 from powerflow.report.tables import (diagnostics_table_markdown, family_tables_markdown, headline_table_markdown,
@@ -704,3 +704,19 @@ def test_report_config_checks_its_keys():
         ReportConfig(select_on="math500/accuracy_mean")
     with pytest.raises(ConfigError, match="report.title is empty"):
         ReportConfig(title=" ")
+
+
+def test_below_one_the_exact_row_says_it_is_on_the_support_and_bounds_the_true_target():
+    from powerflow.report.tables import exact_target_rows
+
+    base = hand_runs()[0]
+    flat = _with_exact({**base, "name": "alpha-0.5", "alpha": 0.5, "group": "alpha-0.5"}, 0.218, 0.2, 0.1)
+    flat["metrics"] |= {"exact/target/reasoning/support_share_max": 0.564, "exact/target/reasoning/accuracy_max": 0.123,
+                        "exact/target/open_ended/support_share_max": 0.847,
+                        "exact/target/open_ended/validity_max": 0.655}
+    sharp = _with_exact({**base, "name": "alpha-4", "alpha": 4.0, "group": "alpha-4"}, 0.95, 0.9, 0.06)
+    names = [r["name"] for r in exact_target_rows([flat, sharp])]
+    assert names == ["p_base^0.5 on S (exact; the true target: ≤ 56% on S, accuracy ≤ 0.123, validity ≤ 0.655)",
+                     "p_base^4 (exact)"]
+    legend = headline_legend(exact_target_rows([flat]))
+    assert "lifts the base's thin tail" in legend
