@@ -200,6 +200,21 @@ def table(results: list[dict]) -> str:
             ratio = mean_se([r["accuracy"] / r["own_target_accuracy"] for r in rs])[0]
             lines.append(f"| {variant} | {alpha:g} | {len(rs)} | {rs[0]['own_target_accuracy']:.3f} | {ratio:.2f} | "
                          f"{own_cell('own_kl_reasoning')} | {own_cell('own_kl_open')} |")
+    true = {key: rs for key, rs in groups.items() if all("true/reasoning/accuracy" in r for r in rs)}
+    if true:
+        lines += ["", "Against TB's true fixed point below α = 1 (p^α over every sequence: exact on S, importance-"
+                  "sampled outside it with the policy as proposal, outside mass at least the bound B):", "",
+                  "| variant | α | seeds | π accuracy | true target accuracy | true target share on S (≤ bound) | "
+                  "π share on S | KL(t‖π) reasoning | π validity | true target validity | KL(t‖π) open |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for (variant, alpha), rs in true.items():
+            def c(key):
+                m, se = mean_se([r[key] for r in rs])
+                return f"{m:.3f}" + ("" if math.isnan(se) else f" ± {se:.3f}")
+            lines.append(f"| {variant} | {alpha:g} | {len(rs)} | {c('accuracy')} | {c('true/reasoning/accuracy')} | "
+                         f"{c('true/reasoning/share_s')} (≤ {rs[0]['true/reasoning/share_s_max']:.3f}) | "
+                         f"{c('true/reasoning/policy_share_s')} | {c('true/reasoning/kl_target')} | {c('validity')} | "
+                         f"{c('true/open_ended/validity')} | {c('true/open_ended/kl_target')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -298,7 +298,7 @@ def test_world_lora_trains_the_norm_gains_beside_the_adapter_on_the_world(projec
     cfg = load_pipeline_config(params)
     t = cfg.train
     assert cfg.model.is_world and cfg.data == repository.data and cfg.world == repository.world
-    assert t.lora_r == 8 and t.lora_modules_to_save == ("norm",) and t.lr_multipliers == {"modules_to_save": 30.0}
+    assert t.lora_r == 8 and t.lora_modules_to_save == ("model.norm",) and t.lr_multipliers == {"modules_to_save": 30.0}
     assert (t.steps, t.num_generations, t.base_mix) == (repository.train.steps, repository.train.num_generations,
                                                         repository.train.base_mix)
     assert cfg.sweep.name == "world-lora" and cfg.sweep.objectives == ("tb",)
