@@ -79,6 +79,7 @@ VARIANTS |= {
     # closer at α = 4 with full fine-tuning, at the main job's budget (300 steps)
     "new-lr1e-3-warmup": {**NEW, "learning_rate": 1e-3, "warmup_steps": 30},
     "new-lr8e-4": {**NEW, "learning_rate": 8e-4},
+    "new-finalnorm-x180": {**NEW, "lr_multipliers": {"model.norm": 180.0}},  # the final gain at ≈ 0.09, as LoRA's
 }
 
 
