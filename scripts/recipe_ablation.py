@@ -173,50 +173,64 @@ def read_results(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
+def seed_cell(rs: list[dict], key: str, fmt: str = "{:.3f}") -> str:
+    """mean ± se of `key` over the seeds `rs` (the mean alone for one seed)."""
+    m, se = mean_se([r[key] for r in rs])
+    return fmt.format(m) + ("" if math.isnan(se) else " ± " + fmt.format(se))
+
+
 def table(results: list[dict]) -> str:
-    """Markdown: one row per (variant, α), mean ± se over seeds."""
+    """Markdown: one row per (variant, α), mean ± se over seeds; then, where runs have them, the
+    distances to each objective's own fixed point and to TB's true fixed point below α = 1."""
     groups: dict[tuple[str, float], list[dict]] = {}
     for r in results:
         groups.setdefault((r["variant"], r["alpha"]), []).append(r)
+    groups = dict(sorted(groups.items(), key=lambda kv: (kv[0][1], list(VARIANTS).index(kv[0][0]))))
+    return "\n".join(distance_rows(groups) + own_target_rows(groups) + true_target_rows(groups)) + "\n"
+
+
+def distance_rows(groups: dict) -> list[str]:
     lines = ["| variant | α | seeds | exact accuracy | ÷ p^α accuracy | KL(p^α‖π) reasoning | open validity | "
              "open coverage (p^α) | KL(p^α‖π) open | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for (variant, alpha), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], list(VARIANTS).index(kv[0][0]))):
-        def cell(key, fmt="{:.3f}"):
-            m, se = mean_se([r[key] for r in rs])
-            return fmt.format(m) + ("" if math.isnan(se) else " ± " + fmt.format(se))
+    for (variant, alpha), rs in groups.items():
         ratio = mean_se([r["accuracy"] / r["target_accuracy"] for r in rs])
         lines.append(
-            f"| {variant} | {alpha:g} | {len(rs)} | {cell('accuracy')} | {ratio[0]:.2f} | {cell('kl_reasoning')} | "
-            f"{cell('validity')} | {cell('coverage')} ({rs[0]['target_coverage']:.3f}) | {cell('kl_open')} | "
-            f"{cell('train_s', '{:.0f}')} |")
+            f"| {variant} | {alpha:g} | {len(rs)} | {seed_cell(rs, 'accuracy')} | {ratio[0]:.2f} | "
+            f"{seed_cell(rs, 'kl_reasoning')} | {seed_cell(rs, 'validity')} | {seed_cell(rs, 'coverage')} "
+            f"({rs[0]['target_coverage']:.3f}) | {seed_cell(rs, 'kl_open')} | {seed_cell(rs, 'train_s', '{:.0f}')} |")
+    return lines
+
+
+def own_target_rows(groups: dict) -> list[str]:
     own = {key: rs for key, rs in groups.items() if all("own_kl_reasoning" in r for r in rs)}
-    if own:
-        lines += ["", "Against each objective's own fixed point (π*_λ for la_tb):", "",
-                  "| variant | α | seeds | π*_λ accuracy | ÷ π*_λ accuracy | KL(π*_λ‖π) reasoning | KL(π*_λ‖π) open |",
-                  "|---|---|---|---|---|---|---|"]
-        for (variant, alpha), rs in own.items():
-            def own_cell(key):
-                m, se = mean_se([r[key] for r in rs])
-                return f"{m:.3f}" + ("" if math.isnan(se) else f" ± {se:.3f}")
-            ratio = mean_se([r["accuracy"] / r["own_target_accuracy"] for r in rs])[0]
-            lines.append(f"| {variant} | {alpha:g} | {len(rs)} | {rs[0]['own_target_accuracy']:.3f} | {ratio:.2f} | "
-                         f"{own_cell('own_kl_reasoning')} | {own_cell('own_kl_open')} |")
+    if not own:
+        return []
+    lines = ["", "Against each objective's own fixed point (π*_λ for la_tb):", "",
+             "| variant | α | seeds | π*_λ accuracy | ÷ π*_λ accuracy | KL(π*_λ‖π) reasoning | KL(π*_λ‖π) open |",
+             "|---|---|---|---|---|---|---|"]
+    for (variant, alpha), rs in own.items():
+        ratio = mean_se([r["accuracy"] / r["own_target_accuracy"] for r in rs])[0]
+        lines.append(f"| {variant} | {alpha:g} | {len(rs)} | {rs[0]['own_target_accuracy']:.3f} | {ratio:.2f} | "
+                     f"{seed_cell(rs, 'own_kl_reasoning')} | {seed_cell(rs, 'own_kl_open')} |")
+    return lines
+
+
+def true_target_rows(groups: dict) -> list[str]:
     true = {key: rs for key, rs in groups.items() if all("true/reasoning/accuracy" in r for r in rs)}
-    if true:
-        lines += ["", "Against TB's true fixed point below α = 1 (p^α over every sequence: exact on S, importance-"
-                  "sampled outside it with the policy as proposal, outside mass at least the bound B):", "",
-                  "| variant | α | seeds | π accuracy | true target accuracy | true target share on S (≤ bound) | "
-                  "π share on S | KL(t‖π) reasoning | π validity | true target validity | KL(t‖π) open |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for (variant, alpha), rs in true.items():
-            def c(key):
-                m, se = mean_se([r[key] for r in rs])
-                return f"{m:.3f}" + ("" if math.isnan(se) else f" ± {se:.3f}")
-            lines.append(f"| {variant} | {alpha:g} | {len(rs)} | {c('accuracy')} | {c('true/reasoning/accuracy')} | "
-                         f"{c('true/reasoning/share_s')} (≤ {rs[0]['true/reasoning/share_s_max']:.3f}) | "
-                         f"{c('true/reasoning/policy_share_s')} | {c('true/reasoning/kl_target')} | {c('validity')} | "
-                         f"{c('true/open_ended/validity')} | {c('true/open_ended/kl_target')} |")
-    return "\n".join(lines) + "\n"
+    if not true:
+        return []
+    lines = ["", "Against TB's true fixed point below α = 1 (p^α over every sequence: exact on S, importance-"
+             "sampled outside it with the policy as proposal, outside mass at least the bound B):", "",
+             "| variant | α | seeds | π accuracy | true target accuracy | true target share on S (≤ bound) | "
+             "π share on S | KL(t‖π) reasoning | π validity | true target validity | KL(t‖π) open |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (variant, alpha), rs in true.items():
+        cells = [seed_cell(rs, k) for k in ("accuracy", "true/reasoning/accuracy", "true/reasoning/share_s")]
+        cells[-1] += f" (≤ {rs[0]['true/reasoning/share_s_max']:.3f})"
+        cells += [seed_cell(rs, k) for k in ("true/reasoning/policy_share_s", "true/reasoning/kl_target", "validity",
+                                             "true/open_ended/validity", "true/open_ended/kl_target")]
+        lines.append(f"| {variant} | {alpha:g} | {len(rs)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
