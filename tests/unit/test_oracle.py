@@ -165,3 +165,27 @@ def test_off_support_bound_is_exact_at_alpha_one_and_below_the_brute_force_mass_
     assert bounds["reasoning/support_share_max"] == pytest.approx(z_s / (z_s + bound))
     with pytest.raises(ValueError, match="alpha <= 1"):
         oracle.off_support_power_lower_bound(model, tok, prompt, [_text(tok, in_s[0])], 2.0)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_sampled_true_target_matches_brute_force_over_every_sequence(tiny, alpha):
+    """oracle.sampled_true_target with the base as the proposal, against p^α normalised over every terminal
+    sequence of the tiny LM (EOS-ended or truncated): S's share of it and its accuracy (S's items that start
+    with one letter are correct; nothing outside S has an 'answer N', so the grader marks it wrong)."""
+    tok, model, prompt, terminals = tiny
+    by_seq = dict(zip(terminals.sequences, terminals.log_prob.tolist()))
+    in_s = [s for s in terminals.sequences if s[-1] == tok.eos_token_id and s[0] in (1, 2)]
+    items = [oracle.SupportItem(_text(tok, s), s[0] == 1, True, "work", "") for s in in_s]
+    log_p, length = oracle.completion_log_probs(model, tok, prompt, [it.text for it in items])
+    support = oracle.PromptSupport(row={"family": "reasoning", "prompt": prompt, "answer": "0"}, items=items,
+                                   log_p_base=log_p, length=length)
+    z_all = sum(math.exp(alpha * lp) for lp in by_seq.values())
+    z_s = sum(math.exp(alpha * by_seq[s]) for s in in_s)
+    true_accuracy = sum(math.exp(alpha * by_seq[s]) for s in in_s if s[0] == 1) / z_all
+    est = oracle.sampled_true_target(support, model, model, tok, alpha, n=3000, max_new_tokens=MAX_LEN, seed=0)
+    assert est["share_s"] == pytest.approx(z_s / z_all, rel=0.05)
+    assert est["accuracy"] == pytest.approx(true_accuracy, rel=0.05)
+    assert est["policy_share_s"] == pytest.approx(sum(math.exp(by_seq[s]) for s in in_s), abs=0.03)
+    assert est["share_s"] <= est["share_s_max"] + 1e-9
+    if alpha == 1.0:  # the bound is exact at α = 1, and π = p_base has KL 0 to it
+        assert est["share_s"] == pytest.approx(z_s, rel=1e-5) and abs(est["kl_target"]) < 0.02
