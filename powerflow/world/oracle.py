@@ -354,6 +354,21 @@ def true_target_bounds(supports: Sequence[PromptSupport], base_model, tokenizer,
 
 
 @torch.no_grad()
+def sampled_completions(model, prompt_ids: Sequence[int], eos: int, n: int, max_new_tokens: int,
+                        seed: int) -> list[list[int]]:
+    """n completions of the prompt drawn from the model at temperature 1 (no top-k/top-p), as token
+    ids up to and including the first EOS, or max_new_tokens long when truncated."""
+    torch.manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    out = model.generate(torch.tensor([list(prompt_ids)]), do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+                         max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=eos, eos_token_id=eos)
+    model.train(was_training)
+    rows = out[:, len(prompt_ids):].tolist()
+    return [row[: row.index(eos) + 1] if eos in row else row for row in rows]
+
+
+@torch.no_grad()
 def sampled_true_target(support: PromptSupport, policy_model, base_model, tokenizer, alpha: float, n: int,
                         max_new_tokens: int, seed: int = 0) -> dict:
     """TB's true fixed point t(y) = p_base(y|q)^α / Z, Z over every sequence, estimated for one prompt:
@@ -373,16 +388,7 @@ def sampled_true_target(support: PromptSupport, policy_model, base_model, tokeni
 
     eos = tokenizer.eos_token_id
     prompt_ids = tokenizer(support.row["prompt"], add_special_tokens=False)["input_ids"]
-    torch.manual_seed(seed)
-    was_training = policy_model.training
-    policy_model.eval()
-    out = policy_model.generate(torch.tensor([prompt_ids]), do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
-                                max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=eos,
-                                eos_token_id=eos)
-    policy_model.train(was_training)
-    samples = []
-    for row in out[:, len(prompt_ids):].tolist():
-        samples.append(row[: row.index(eos) + 1] if eos in row else row)
+    samples = sampled_completions(policy_model, prompt_ids, eos, n, max_new_tokens, seed)
     log_pi, _ = token_log_probs(policy_model, prompt_ids, samples, eos)
     log_p, _ = token_log_probs(base_model, prompt_ids, samples, eos)
     support_ids = {tuple(tokenizer(it.text, add_special_tokens=False)["input_ids"] + [eos]) for it in support.items}
