@@ -114,11 +114,24 @@ def completion_log_probs(model, tokenizer, prompt: str, completions: Sequence[st
 def token_log_probs(model, prompt_ids: Sequence[int], comps: Sequence[Sequence[int]],
                     pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(log π(y|q) [N] float64, |y| [N]) of completions given as token ids (an EOS, if any, included)."""
+    ids, mask, logp_all = next_token_log_probs(model, prompt_ids, comps, pad_id)
+    logp = logp_all[:, :-1].gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    comp_mask = mask[:, 1:].clone()
+    comp_mask[:, : len(prompt_ids) - 1] = 0  # keep only the completion's tokens (targets after the prompt)
+    lengths = torch.tensor([float(len(c)) for c in comps], dtype=torch.float64)
+    return (logp * comp_mask).sum(dim=-1), lengths
+
+
+@torch.no_grad()
+def next_token_log_probs(model, prompt_ids: Sequence[int], comps: Sequence[Sequence[int]],
+                         pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One batched forward pass over prompt + each completion (right-padded with pad_id, so every row's
+    positions line up): (ids [N, T], mask [N, T], log softmax of the next-token logits [N, T, V] float64, CPU)."""
     width = max(len(c) for c in comps)
     device = next(model.parameters()).device
     ids = torch.full((len(comps), len(prompt_ids) + width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
-    for i, comp in enumerate(comps):  # right padding: positions of prompt and completion are the same in every row
+    for i, comp in enumerate(comps):
         seq = list(prompt_ids) + list(comp)
         ids[i, : len(seq)] = torch.tensor(seq)
         mask[i, : len(seq)] = 1
@@ -126,11 +139,7 @@ def token_log_probs(model, prompt_ids: Sequence[int], comps: Sequence[Sequence[i
     model.eval()
     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.double().cpu()
     model.train(was_training)
-    logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    comp_mask = mask[:, 1:].clone()
-    comp_mask[:, : len(prompt_ids) - 1] = 0  # keep only the completion's tokens (targets after the prompt)
-    lengths = torch.tensor([float(len(c)) for c in comps], dtype=torch.float64)
-    return (logp * comp_mask).sum(dim=-1), lengths
+    return ids, mask, torch.log_softmax(logits, dim=-1)
 
 
 def power_on_support(log_p: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -299,17 +308,7 @@ def off_support_power_lower_bound(model, tokenizer, prompt: str, completions: Se
     for comp in comps:
         for t in range(len(comp)):
             children.setdefault(comp[:t], set()).add(comp[t])
-    width = max(len(c) for c in comps)
-    ids = torch.full((len(comps), len(prompt_ids) + width), eos, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, comp in enumerate(comps):
-        seq = list(prompt_ids) + list(comp)
-        ids[i, : len(seq)] = torch.tensor(seq)
-        mask[i, : len(seq)] = 1
-    was_training = model.training
-    model.eval()
-    logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.double(), dim=-1)
-    model.train(was_training)
+    _, _, logp = next_token_log_probs(model, prompt_ids, comps, eos)
     z_s, bound, seen = 0.0, 0.0, set()
     for i, comp in enumerate(comps):
         prefix_logp = 0.0
