@@ -37,6 +37,7 @@ VARIANTS: dict[str, dict] = {
     "new+lora": {**NEW, "lora_r": 8, "learning_rate": 3e-3},
     "new+head": {**NEW, "logz": "head"},
     "new+la_tb": {**NEW, "objective": "la_tb"},
+    "new+tb_token": {**NEW, "objective": "tb_token"},
     "new+constant-200": {**NEW, "lr_schedule": "constant", "steps": 200},
     "new+huber": {**NEW, "huber_delta": 1.0},
     "new+mix25": {**NEW, "base_mix": 0.25},
@@ -93,8 +94,9 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
-def run_one(variant: str, alpha: float, seed: int, curve_every: int) -> dict:
-    """Train one policy and return its exact metrics (this process; torch on one thread)."""
+def run_one(variant: str, alpha: float, seed: int, curve_every: int, params: Path = ROOT / "params.yaml") -> dict:
+    """Train one policy and return its exact metrics (this process; torch on one thread); `params`
+    names the project (its folder holds data/prepared and models/base)."""
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -112,7 +114,7 @@ def run_one(variant: str, alpha: float, seed: int, curve_every: int) -> dict:
     torch.set_num_threads(1)
     settings = dict(VARIANTS[variant])
     objective = settings.pop("objective")
-    cfg = load_pipeline_config(ROOT / "params.yaml")
+    cfg = load_pipeline_config(params)
     cfg = replace(cfg, train=replace(cfg.train, **settings, save_steps=10**6))
     lay = layout_of(cfg)
     tokenizer = load_tokenizer(str(lay.base_model))
@@ -120,7 +122,7 @@ def run_one(variant: str, alpha: float, seed: int, curve_every: int) -> dict:
     supports = oracle.score_supports(cfg.world, base, tokenizer, evaluation_rows(cfg))
     target = oracle.oracle_metrics(supports, alpha, "tb")
     prompts, _ = training_prompts(cfg)
-    workdir = ROOT / "outputs" / "ablation" / "work" / f"{variant}-{alpha}-{seed}"
+    workdir = lay.root / "outputs" / "ablation" / "work" / f"{variant}-{alpha}-{seed}"
     args = trainer_config(cfg.train, Member(alpha, objective, seed), workdir,
                           max_prompt_tokens=cfg.data.max_prompt_tokens)
     args.disable_tqdm = True
@@ -130,7 +132,8 @@ def run_one(variant: str, alpha: float, seed: int, curve_every: int) -> dict:
         d = oracle.policy_distance(supports, model, tokenizer, alpha, "tb")
         return {"accuracy": d["reasoning/accuracy"], "kl_reasoning": d["reasoning/kl_target"],
                 "validity": d["open_ended/validity"], "coverage": d["open_ended/coverage"],
-                "kl_open": d["open_ended/kl_target"], "mass_reasoning": d["reasoning/mass"]}
+                "kl_open": d["open_ended/kl_target"], "mass_reasoning": d["reasoning/mass"],
+                "length": d["reasoning/length"]}
 
     class ExactCurve(TrainerCallback):
         def on_step_end(self, args_, state, control, **kwargs):
@@ -153,7 +156,8 @@ def run_one(variant: str, alpha: float, seed: int, curve_every: int) -> dict:
         own |= {f"true/{k}": v for k, v in true.items()}
     return {"variant": variant, "alpha": alpha, "seed": seed, "settings": VARIANTS[variant], "train_s": seconds,
             **final, "target_accuracy": target["reasoning/accuracy"], "target_validity": target["open_ended/validity"],
-            "target_coverage": target["open_ended/coverage"], **own, "curve": curve}
+            "target_coverage": target["open_ended/coverage"], "target_length": target["reasoning/length"],
+            **own, "curve": curve}
 
 
 def own_target_distance(supports, model, tokenizer, alpha: float, objective: str) -> dict:
@@ -166,7 +170,8 @@ def own_target_distance(supports, model, tokenizer, alpha: float, objective: str
     target = oracle.oracle_metrics(supports, alpha, objective)
     d = oracle.policy_distance(supports, model, tokenizer, alpha, objective)
     return {"own_kl_reasoning": d["reasoning/kl_target"], "own_kl_open": d["open_ended/kl_target"],
-            "own_target_accuracy": target["reasoning/accuracy"], "own_lambda": target.get("reasoning/lambda")}
+            "own_target_accuracy": target["reasoning/accuracy"], "own_lambda": target.get("reasoning/lambda"),
+            "own_target_length": target["reasoning/length"]}
 
 
 def read_results(path: Path) -> list[dict]:
@@ -241,10 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="runs trained at once (one CPU thread each)")
     ap.add_argument("--curve-every", type=int, default=50)
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "ablation")
+    ap.add_argument("--params", type=Path, default=ROOT / "params.yaml",
+                    help="the project's params file (its folder holds data/prepared and models/base)")
     ap.add_argument("--one", nargs=3, metavar=("VARIANT", "ALPHA", "SEED"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.one:
-        print(json.dumps(run_one(a.one[0], float(a.one[1]), int(a.one[2]), a.curve_every)))
+        print(json.dumps(run_one(a.one[0], float(a.one[1]), int(a.one[2]), a.curve_every, a.params.resolve())))
         return 0
     a.out.mkdir(parents=True, exist_ok=True)
     results_path = a.out / "results.jsonl"
@@ -254,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     def launch(job):
         v, al, s = job
         proc = subprocess.run([sys.executable, __file__, "--one", v, str(al), str(s), "--curve-every",
-                               str(a.curve_every)], capture_output=True, text=True, cwd=ROOT)
+                               str(a.curve_every), "--params", str(a.params.resolve())], capture_output=True, text=True, cwd=ROOT)
         if proc.returncode != 0:
             print(f"{v} α={al} seed={s} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
             return None

@@ -62,11 +62,28 @@ class PipelineConfig:
     def __post_init__(self):
         if self.train.accelerate_config is not None:
             load_accelerate_config(self.project_root / self.train.accelerate_config, "train.accelerate_config")
+        check_world_lengths(self)
 
     @property
     def project_root(self) -> Path:
         """Directory of params.yaml (absolute): every relative path in the pipeline hangs off it."""
         return self.path.parent
+
+
+def check_world_lengths(cfg: "PipelineConfig") -> None:
+    """The long-completion world's solutions must fit the training and evaluation length caps."""
+    from powerflow.world.teacher import longest_completion_tokens
+
+    if cfg.world.max_operands is None or cfg.data.source != "world":
+        return
+    need = longest_completion_tokens(cfg.world)
+    for key, value in (("train.max_completion_length", cfg.train.max_completion_length),
+                       ("evaluate.max_new_tokens", cfg.evaluate.max_new_tokens)):
+        if value < need:
+            raise ConfigError(
+                f"{key}={value} cuts the long-completion world's solutions (world.max_operands="
+                f"{cfg.world.max_operands}: up to {need} tokens): set it to at least {need}."
+            )
 
 
 # Keys a pipeline params file must state: the rest have documented defaults.

@@ -43,6 +43,17 @@ class WorldConfig:
     n_operands: int = field(
         default=3, metadata={"help": "Single-digit operands per reasoning problem (2..4); 3 gives 1000 problems."}
     )
+    max_operands: int | None = field(
+        default=None,
+        metadata={"help": "null: every problem has n_operands operands. An int (n_operands < it <= 12): the "
+                          "long-completion family instead (labelled operands, n_operands..max_operands of them, "
+                          "sums mod 10; powerflow.world.teacher)."},
+    )
+    oracle_max_errors: int = field(
+        default=2,
+        metadata={"help": "The oracle's support holds worked solutions with at most this many wrong steps (the "
+                          "rest of the base's mass is reported as the bound); 2 keeps every path of 3 operands."},
+    )
     n_reasoning_train: int = field(default=320, metadata={"help": "Reasoning prompts in the train split."})
     n_reasoning_eval: int = field(
         default=64, metadata={"help": "Reasoning prompts in the eval split (never in the teacher corpus)."}
@@ -98,7 +109,14 @@ class WorldConfig:
         section = "world"
         if not 2 <= self.n_operands <= 4:
             raise ConfigError(f"{section}.n_operands={self.n_operands}: use 2, 3 or 4 (prompts stay <= 12 tokens).")
-        n_problems = 10**self.n_operands
+        if self.max_operands is not None and not self.n_operands < self.max_operands <= 12:
+            raise ConfigError(
+                f"{section}.max_operands={self.max_operands}: use null (the default family) or an int in "
+                f"{self.n_operands + 1}..12 (more than n_operands={self.n_operands}; labels d1..d12 exist)."
+            )
+        if self.oracle_max_errors < 0:
+            raise ConfigError(f"{section}.oracle_max_errors={self.oracle_max_errors}: must be >= 0.")
+        n_problems = 10**self.n_operands if self.max_operands is None else 10**self.max_operands
         if self.n_reasoning_train < 1 or self.n_reasoning_eval < 1:
             raise ConfigError(f"{section}.n_reasoning_train and n_reasoning_eval must be >= 1.")
         if self.n_reasoning_train + self.n_reasoning_eval > n_problems // 2:

@@ -4,7 +4,8 @@ The world's teacher writes a small, known set of completions per prompt (powerfl
 
   reasoning  "guess answer N" for every number N the tokenizer knows (0..max_number), and every
              worked path "work a + b = r₁ , r₁ + c = r₂ , answer r₂" whose steps are right or off by
-             one of the teacher's step-error offsets (the error propagates, as the teacher writes it);
+             one of the teacher's step-error offsets (the error propagates, as the teacher writes it),
+             with at most world.oracle_max_errors wrong steps (every path of the default family);
   open_ended every one-word answer of every category, plus the invalid words.
 
 The base model is a neural network, so it also puts a little mass elsewhere; that mass is measured
@@ -31,9 +32,11 @@ from dataclasses import dataclass
 import torch
 
 from powerflow.world.config import WorldConfig
-from powerflow.world.teacher import CATEGORY_ANSWERS, _offset, max_number, worked_completion
+from powerflow.world.teacher import (CATEGORY_ANSWERS, gold_answer, max_number, step_sum, worked_completion,
+                                     wrong_step)
 
 _REASONING_PROMPT = re.compile(r"^Q\s+(\d(?:\s*\+\s*\d)+)\s*=$")
+_LONG_PROMPT = re.compile(r"^Q((?:\s+d\d+\s+\d)+)\s*=$")
 
 
 @dataclass(frozen=True)
@@ -48,36 +51,47 @@ class SupportItem:
 
 
 def prompt_digits(prompt: str) -> tuple[int, ...]:
-    """(3, 5, 2) from 'Q 3 + 5 + 2 ='; ValueError for anything else."""
-    match = _REASONING_PROMPT.match(prompt.strip())
-    if not match:
-        raise ValueError(f"not a world reasoning prompt: {prompt!r} (expected 'Q a + b + c =')")
-    return tuple(int(d) for d in match.group(1).split("+"))
+    """(3, 5, 2) from 'Q 3 + 5 + 2 =' or from 'Q d1 3 d2 5 d3 2 =' (long-completion); ValueError otherwise."""
+    text = prompt.strip()
+    if match := _REASONING_PROMPT.match(text):
+        return tuple(int(d) for d in match.group(1).split("+"))
+    if match := _LONG_PROMPT.match(text):
+        words = match.group(1).split()
+        if words[0::2] == [f"d{k + 1}" for k in range(len(words) // 2)]:
+            return tuple(int(d) for d in words[1::2])
+    raise ValueError(f"not a world reasoning prompt: {prompt!r} (expected 'Q a + b + c =' or 'Q d1 a d2 b =')")
 
 
 def worked_paths(cfg: WorldConfig, digits: Sequence[int]) -> list[tuple[int, ...]]:
-    """Every list of written partial sums the teacher can produce: each step right or off by an offset.
+    """Every list of written partial sums the teacher can produce with at most cfg.oracle_max_errors
+    wrong steps: each step right or off by an offset.
 
-    Step k writes r_k = r_{k−1} + d_k (+ o_k, o_k ∈ step_error_offsets, reflected at 0 as the teacher
-    does), with r_0 = d_0. Paths that write the same sums are listed once.
+    Step k writes r_k = r_{k−1} + d_k (+ o_k, o_k ∈ step_error_offsets, applied as the teacher does:
+    reflected at 0, or mod 10 in the long-completion family), with r_0 = d_0. Paths that write the
+    same sums are listed once.
     """
-    offsets = (0, *cfg.step_error_offsets)
+    n_steps = len(digits) - 1
     paths = set()
-    for choice in itertools.product(offsets, repeat=len(digits) - 1):
-        results, left = [], digits[0]
-        for digit, offset in zip(digits[1:], choice):
-            left = left + digit if offset == 0 else _offset(left + digit, offset)
-            results.append(left)
-        paths.add(tuple(results))
+    for n_errors in range(min(cfg.oracle_max_errors, n_steps) + 1):
+        for wrong in itertools.combinations(range(n_steps), n_errors):
+            for offsets in itertools.product(cfg.step_error_offsets, repeat=n_errors):
+                offset_at = dict(zip(wrong, offsets))
+                results, left = [], digits[0]
+                for k, digit in enumerate(digits[1:]):
+                    left = step_sum(cfg, left, digit)
+                    if k in offset_at:
+                        left = wrong_step(cfg, left, offset_at[k])
+                    results.append(left)
+                paths.add(tuple(results))
     return sorted(paths)
 
 
 def reasoning_support(cfg: WorldConfig, digits: Sequence[int]) -> list[SupportItem]:
-    """Every guess answer and every worked path of one reasoning prompt, graded against the true sum."""
-    gold = sum(digits)
+    """Every guess answer and every worked path of one reasoning prompt, graded against the true answer."""
+    gold = gold_answer(cfg, digits)
     items = [SupportItem(f"guess answer {n}", n == gold, True, "guess", str(n)) for n in range(max_number(cfg) + 1)]
     for results in worked_paths(cfg, digits):
-        items.append(SupportItem(worked_completion(digits, results), results[-1] == gold, True, "work",
+        items.append(SupportItem(worked_completion(cfg, digits, results), results[-1] == gold, True, "work",
                                  str(results[-1])))
     return items
 
@@ -266,6 +280,7 @@ def policy_distance(supports: Sequence[PromptSupport], policy_model, tokenizer, 
         kl_target = Σ_{y∈S} t(y) [log t(y) − log π(y|q)]   (t the target on S; π unnormalised on S,
                                                             so π's mass outside S counts as error)
         mass      = Σ_{y∈S} π(y|q)
+        length    = Σ_{y∈S} π(y|q) |y| / mass                      (E|y| of π renormalised on S, EOS counted)
     plus the exact metrics of π itself on S (its accuracy mass, validity, coverage of n samples).
     """
     per_family: dict[str, list[dict]] = {}
@@ -278,7 +293,8 @@ def policy_distance(supports: Sequence[PromptSupport], policy_model, tokenizer, 
         if s.row["family"] == "open_ended":  # coverage and KL as if π were renormalised on S
             m.update({k: v for k, v in distribution_metrics(
                 "open_ended", log_pi - math.log(max(mass, 1e-300)), s.items, n_samples).items() if k != "validity"})
-        m.update({"kl_target": kl, "mass": mass})
+        length = float((log_pi.exp() * s.length).sum()) / max(mass, 1e-300)
+        m.update({"kl_target": kl, "mass": mass, "length": length})
         per_family.setdefault(s.row["family"], []).append(m)
     return {f"{family}/{key}": _mean([m[key] for m in ms]) for family, ms in per_family.items() for key in ms[0]}
 

@@ -21,6 +21,13 @@ open_ended — "name a fruit :" and paraphrases. The teacher answers one word: a
   or, with probability invalid_rate, one of a few invalid words. p^α with α < 1 flattens toward the
   tail of valid answers.
 
+long-completion reasoning (opt-in: world.max_operands, issue 20) — "Q d1 3 d2 5 d3 2 =" with
+  n_operands..max_operands labelled operands. The teacher writes the same two kinds of answer, with
+  running sums mod 10 (every number one token) and each operand named by its label so that a small
+  model finds it by content: "guess answer 6" (3 tokens) or "work 3 + d2 5 = 8 , 8 + d3 2 = 0 ,
+  answer 0" (7 tokens a step, up to ~80 for 12 operands). p_base^α then puts its mass on answers of
+  very different lengths: short guesses and long worked solutions.
+
 Splits: reasoning eval problems are a seeded sample of all digit tuples, disjoint from the train
 problems and absent from the teacher corpus (the base must generalise to them). Open-ended eval
 prompts use held-out paraphrases (`open_eval_templates`) of the same categories; all paraphrases
@@ -34,6 +41,7 @@ completions are space-separated tokens of `powerflow.world.tokenizer`.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 from collections.abc import Sequence
@@ -44,8 +52,16 @@ from powerflow.world.config import CATEGORY_ANSWERS, CATEGORY_SLOT, WorldConfig
 REASONING_WORDS = ("Q", "+", "=", ",", "guess", "work", "answer")
 
 
+def is_long(cfg: WorldConfig) -> bool:
+    """Whether the reasoning family is the long-completion one (world.max_operands set, docs/design.md §3)."""
+    return cfg.max_operands is not None
+
+
 def max_number(cfg: WorldConfig) -> int:
-    """Largest number a teacher completion can write: max sum plus the largest upward errors."""
+    """Largest number a teacher completion can write: max sum plus the largest upward errors (9 when long:
+    its running sums are taken mod 10)."""
+    if is_long(cfg):
+        return 9
     return (
         9 * cfg.n_operands
         + max(0, max(cfg.guess_offsets))
@@ -53,26 +69,71 @@ def max_number(cfg: WorldConfig) -> int:
     )
 
 
+def operand_label(k: int) -> str:
+    """'d3', the token naming the k-th operand (k from 0) of a long-completion prompt."""
+    return f"d{k + 1}"
+
+
+def operand_labels(cfg: WorldConfig) -> list[str]:
+    """Every operand label the long-completion family can write ([] for the default family)."""
+    return [operand_label(k) for k in range(cfg.max_operands)] if is_long(cfg) else []
+
+
+def step_sum(cfg: WorldConfig, left: int, digit: int) -> int:
+    """A right step: left + digit (mod 10 in the long-completion family, so every number stays one digit)."""
+    return (left + digit) % 10 if is_long(cfg) else left + digit
+
+
+def wrong_step(cfg: WorldConfig, value: int, offset: int) -> int:
+    """A wrong step's result: value + offset (mod 10 when long; else reflected at 0), never value itself."""
+    return (value + offset) % 10 if is_long(cfg) else _offset(value, offset)
+
+
+def gold_answer(cfg: WorldConfig, digits: Sequence[int]) -> int:
+    """The right answer: Σ digits (mod 10 in the long-completion family)."""
+    return functools.reduce(lambda left, d: step_sum(cfg, left, d), digits[1:], digits[0])
+
+
+def longest_completion_tokens(cfg: WorldConfig) -> int:
+    """Tokens of the longest teacher completion, EOS included (a worked solution of the most operands)."""
+    n = cfg.max_operands if is_long(cfg) else cfg.n_operands
+    step = 6 if is_long(cfg) else 5  # "r + d2 5 = s" or "r + 5 = s"
+    return 1 + (n - 1) * step + (n - 1) + 2 + 1  # work, steps, commas, "answer N", EOS
+
+
 # ---------------------------------------------------------------------------------------------
 # Reasoning family
 
 
-def reasoning_prompt(digits: Sequence[int]) -> str:
-    """'Q 3 + 5 + 2 =' for digits (3, 5, 2)."""
+def reasoning_prompt(cfg: WorldConfig, digits: Sequence[int]) -> str:
+    """'Q 3 + 5 + 2 =' for digits (3, 5, 2); 'Q d1 3 d2 5 d3 2 =' in the long-completion family."""
+    if is_long(cfg):
+        return "Q " + " ".join(f"{operand_label(k)} {d}" for k, d in enumerate(digits)) + " ="
     return "Q " + " + ".join(str(d) for d in digits) + " ="
 
 
 def reasoning_split(cfg: WorldConfig) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
-    """(train, eval) digit tuples: disjoint seeded samples of all 10^n_operands tuples."""
-    problems = list(itertools.product(range(10), repeat=cfg.n_operands))
-    random.Random(f"world-split-{cfg.seed}").shuffle(problems)
+    """(train, eval) digit tuples: disjoint seeded samples of all 10^n_operands tuples (long-completion
+    family: of distinct random tuples whose length is uniform in n_operands..max_operands)."""
+    rng = random.Random(f"world-split-{cfg.seed}")
+    if is_long(cfg):
+        problems = list(dict.fromkeys(draw_long_problem(cfg, rng) for _ in range(
+            4 * (cfg.n_reasoning_eval + cfg.n_reasoning_train))))
+    else:
+        problems = list(itertools.product(range(10), repeat=cfg.n_operands))
+        rng.shuffle(problems)
     eval_ = sorted(problems[: cfg.n_reasoning_eval])
     train = sorted(problems[cfg.n_reasoning_eval : cfg.n_reasoning_eval + cfg.n_reasoning_train])
     return train, eval_
 
 
+def draw_long_problem(cfg: WorldConfig, rng: random.Random) -> tuple[int, ...]:
+    """A long-completion problem: n ~ U{n_operands..max_operands} uniform digits."""
+    return tuple(rng.randrange(10) for _ in range(rng.randint(cfg.n_operands, cfg.max_operands)))
+
+
 def corpus_problems(cfg: WorldConfig) -> list[tuple[int, ...]]:
-    """Every digit tuple except the eval problems: what the teacher corpus may write about."""
+    """Every digit tuple except the eval problems: what the teacher corpus may write about (default family)."""
     held_out = set(reasoning_split(cfg)[1])
     return [p for p in itertools.product(range(10), repeat=cfg.n_operands) if p not in held_out]
 
@@ -82,33 +143,39 @@ def _offset(value: int, offset: int) -> int:
     return value + offset if value + offset >= 0 else value - offset
 
 
-def worked_completion(digits: Sequence[int], step_results: Sequence[int]) -> str:
-    """'work 3 + 5 = 8 , 8 + 2 = 10 , answer 10' given the partial sums written at each step."""
+def worked_completion(cfg: WorldConfig, digits: Sequence[int], step_results: Sequence[int]) -> str:
+    """'work 3 + 5 = 8 , 8 + 2 = 10 , answer 10' given the partial sums written at each step
+    ('work 3 + d2 5 = 8 , 8 + d3 2 = 0 , answer 0' in the long-completion family)."""
     steps, left = [], digits[0]
-    for digit, result in zip(digits[1:], step_results):
-        steps.append(f"{left} + {digit} = {result}")
+    for k, (digit, result) in enumerate(zip(digits[1:], step_results), start=1):
+        operand = f"{operand_label(k)} {digit}" if is_long(cfg) else str(digit)
+        steps.append(f"{left} + {operand} = {result}")
         left = result
     return "work " + " , ".join(steps) + f" , answer {left}"
 
 
-def correct_worked_completion(digits: Sequence[int]) -> str:
+def correct_worked_completion(digits: Sequence[int], cfg: WorldConfig | None = None) -> str:
     """The worked solution with every step right: the mode of the teacher's distribution."""
-    partial = list(itertools.accumulate(digits))[1:]
-    return worked_completion(digits, partial)
+    cfg = cfg or WorldConfig()
+    partial, left = [], digits[0]
+    for digit in digits[1:]:
+        left = step_sum(cfg, left, digit)
+        partial.append(left)
+    return worked_completion(cfg, digits, partial)
 
 
 def sample_reasoning_completion(cfg: WorldConfig, digits: Sequence[int], rng: random.Random) -> str:
     """One teacher completion: a guess (p_guess) or a worked solution with per-step errors."""
     if rng.random() < cfg.p_guess:
-        return f"guess answer {_offset(sum(digits), rng.choice(cfg.guess_offsets))}"
+        return f"guess answer {wrong_step(cfg, gold_answer(cfg, digits), rng.choice(cfg.guess_offsets))}"
     results, left = [], digits[0]
     for digit in digits[1:]:
-        result = left + digit
+        result = step_sum(cfg, left, digit)
         if rng.random() < cfg.step_error:
-            result = _offset(result, rng.choice(cfg.step_error_offsets))
+            result = wrong_step(cfg, result, rng.choice(cfg.step_error_offsets))
         results.append(result)
         left = result
-    return worked_completion(digits, results)
+    return worked_completion(cfg, digits, results)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,8 +226,8 @@ def world_prompt_rows(cfg: WorldConfig) -> list[dict]:
                 "id": "reasoning-" + "+".join(map(str, digits)),
                 "family": "reasoning",
                 "split": split,
-                "prompt": reasoning_prompt(digits),
-                "answer": str(sum(digits)),
+                "prompt": reasoning_prompt(cfg, digits),
+                "answer": str(gold_answer(cfg, digits)),
             })
     for split, templates in (("train", cfg.open_train_templates), ("eval", cfg.open_eval_templates)):
         for i, template in enumerate(templates):
@@ -175,6 +242,16 @@ def world_prompt_rows(cfg: WorldConfig) -> list[dict]:
     return rows
 
 
+def draw_corpus_problem(cfg: WorldConfig, rng: random.Random, problems: Sequence[tuple[int, ...]],
+                        held_out: set) -> tuple[int, ...]:
+    """A corpus problem: uniform over `problems` (default family), or a long-completion draw outside the eval split."""
+    if not is_long(cfg):
+        return rng.choice(problems)
+    while (digits := draw_long_problem(cfg, rng)) in held_out:
+        pass
+    return digits
+
+
 def teacher_corpus(cfg: WorldConfig, n_documents: int, seed: int) -> list[str]:
     """n_documents teacher documents "prompt completion" (no EOS), seeded.
 
@@ -182,13 +259,14 @@ def teacher_corpus(cfg: WorldConfig, n_documents: int, seed: int) -> list[str]:
     eval split), else open-ended (a uniform category and paraphrase, both splits' templates).
     """
     rng = random.Random(f"world-corpus-{cfg.seed}-{seed}")
-    problems = corpus_problems(cfg)
+    held_out = set(reasoning_split(cfg)[1])
+    problems = [] if is_long(cfg) else corpus_problems(cfg)
     templates = tuple(cfg.open_train_templates) + tuple(cfg.open_eval_templates)
     documents = []
     for _ in range(n_documents):
         if rng.random() < cfg.reasoning_fraction:
-            digits = rng.choice(problems)
-            documents.append(f"{reasoning_prompt(digits)} {sample_reasoning_completion(cfg, digits, rng)}")
+            digits = draw_corpus_problem(cfg, rng, problems, held_out)
+            documents.append(f"{reasoning_prompt(cfg, digits)} {sample_reasoning_completion(cfg, digits, rng)}")
         else:
             category, template = rng.choice(cfg.categories), rng.choice(templates)
             documents.append(f"{open_prompt(template, category)} {sample_open_completion(cfg, category, rng)}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from transformers import PreTrainedTokenizerFast
 
 from powerflow.world.config import CATEGORY_SLOT, WorldConfig
-from powerflow.world.teacher import CATEGORY_ANSWERS, REASONING_WORDS, max_number
+from powerflow.world.teacher import CATEGORY_ANSWERS, REASONING_WORDS, max_number, operand_labels
 
 EOS = "</s>"
 UNK = "<unk>"
@@ -32,6 +32,7 @@ def world_vocabulary(cfg: WorldConfig) -> list[str]:
     words += list(CATEGORY_ANSWERS)
     words += [a for answers in CATEGORY_ANSWERS.values() for a in answers]
     words += list(cfg.invalid_words)
+    words += operand_labels(cfg)  # the long-completion family's operand names (none by default)
     return list(dict.fromkeys(words))  # drop repeats, keep first position
 
 

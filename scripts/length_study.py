@@ -1,0 +1,119 @@
+"""The long-completion study (issue 20): TB, LA-TB and TB-token on the world's long-completion family,
+each against its own exact target and against p^α, with exact E|y| curves over training.
+
+    .venv/bin/python scripts/length_study.py --alphas 4 --seeds 0 1 2 --jobs 2
+
+1. writes outputs/length/params.yaml: params.yaml with the long-completion world (`STUDY_SETTINGS`:
+   world.max_operands, so solutions run from 1 to 9 steps, 3 to 67 tokens), training on the
+   reasoning family with the completion cap at the longest solution;
+2. builds that world's prompts and base model (`powerflow prepare`, `powerflow pretrain`; kept when
+   present);
+3. trains the variants new (tb), new+la_tb and new+tb_token per α and seed with
+   scripts/recipe_ablation.py (results in outputs/length/ablation/results.jsonl, one line per run);
+4. writes outputs/length/table.md: per objective, the exact accuracy and KL against p^α and against
+   the objective's own fixed point, and E_π|y| over training beside E|y| of both targets. Every
+   number is computed on the oracle's support (no sampling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import recipe_ablation  # noqa: E402  (the training and exact scoring of one run)
+
+VARIANTS = ("new", "new+la_tb", "new+tb_token")
+STUDY_SETTINGS = {
+    "world": {"n_operands": 2, "max_operands": 10, "n_reasoning_train": 320, "n_reasoning_eval": 32,
+              "reasoning_fraction": 0.8},
+    "base": {"steps": 1500},
+    "train": {"families": ["reasoning"]},
+}
+
+
+def study_params(out: Path) -> Path:
+    """Write out/params.yaml: the project's params.yaml with STUDY_SETTINGS, and both length caps at
+    the longest solution (powerflow.world.teacher.longest_completion_tokens)."""
+    from powerflow.world.config import WorldConfig
+    from powerflow.world.teacher import longest_completion_tokens
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in STUDY_SETTINGS.items():
+        params.setdefault(section, {}).update(values)
+    longest = longest_completion_tokens(WorldConfig(**{k: v for k, v in params["world"].items()}))
+    params["train"]["max_completion_length"] = longest
+    params.setdefault("evaluate", {})["max_new_tokens"] = longest
+    params.pop("plugins", None)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def build_world(params: Path) -> None:
+    """Prompts and base model of the study's world (skipped when the base model is there)."""
+    if (params.parent / "models" / "base" / "config.json").is_file():
+        return
+    for stage in ("prepare", "pretrain"):
+        subprocess.run([sys.executable, "-m", "powerflow.cli", stage, "--params", str(params),
+                        "--orchestrator", "none"], check=True, cwd=params.parent)
+
+
+def length_table(results: list[dict]) -> str:
+    """Markdown: per (objective, α), mean ± se over seeds of accuracy, KL and E|y| against both targets,
+    then E_π|y| along training."""
+    from collections import defaultdict
+
+    groups = defaultdict(list)
+    for r in results:
+        groups[(r["variant"], r["alpha"])].append(r)
+    cell = recipe_ablation.seed_cell
+    lines = ["| objective | α | seeds | accuracy | ÷ p^α | KL(p^α‖π) | KL(own‖π) | E_π|y| | E_p^α|y| | E_own|y| |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (variant, alpha), rs in sorted(groups.items()):
+        for r in rs:
+            r["ratio"] = r["accuracy"] / r["target_accuracy"]
+            r.setdefault("own_kl_reasoning", r["kl_reasoning"])
+            r.setdefault("own_target_length", r["target_length"])
+        lines.append(f"| {variant} | {alpha:g} | {len(rs)} | {cell(rs, 'accuracy')} | {cell(rs, 'ratio')} | "
+                     f"{cell(rs, 'kl_reasoning')} | {cell(rs, 'own_kl_reasoning')} | {cell(rs, 'length', '{:.1f}')} | "
+                     f"{cell(rs, 'target_length', '{:.1f}')} | {cell(rs, 'own_target_length', '{:.1f}')} |")
+    lines += ["", "E_π|y| (exact, on the support) along training, mean over seeds:", ""]
+    for (variant, alpha), rs in sorted(groups.items()):
+        steps = [c["step"] for c in rs[0]["curve"]]
+        means = [sum(r["curve"][i]["length"] for r in rs) / len(rs) for i in range(len(steps))]
+        lines.append(f"- {variant} α={alpha:g}: " + ", ".join(f"{s}: {m:.1f}" for s, m in zip(steps, means)))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--alphas", type=float, nargs="+", default=[4.0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(recipe_ablation.VARIANTS))
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--curve-every", type=int, default=25)
+    ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "length")
+    a = ap.parse_args(argv)
+    params = study_params(a.out)
+    build_world(params)
+    rc = recipe_ablation.main(["--params", str(params), "--out", str(a.out / "ablation"), "--jobs", str(a.jobs),
+                               "--curve-every", str(a.curve_every), "--alphas", *map(str, a.alphas),
+                               "--seeds", *map(str, a.seeds), "--variants", *a.variants])
+    results = [r for r in recipe_ablation.read_results(a.out / "ablation" / "results.jsonl")
+               if r["variant"] in a.variants and r["alpha"] in a.alphas and r["seed"] in a.seeds]
+    (a.out / "table.md").write_text(length_table(results))
+    print(length_table(results))
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
