@@ -4,7 +4,7 @@ each against its own exact target and against p^α, with exact E|y| curves over 
     .venv/bin/python scripts/length_study.py --alphas 4 --seeds 0 1 2 --jobs 2
 
 1. writes outputs/length/params.yaml: params.yaml with the long-completion world (`STUDY_SETTINGS`:
-   world.max_operands, so solutions run from 1 to 9 steps, 3 to 67 tokens), training on the
+   world.max_operands, so solutions run from 1 to 7 steps, 3 to 53 tokens), training on the
    reasoning family with the completion cap at the longest solution;
 2. builds that world's prompts and base model (`powerflow prepare`, `powerflow pretrain`; kept when
    present);
@@ -32,9 +32,9 @@ import recipe_ablation  # noqa: E402  (the training and exact scoring of one run
 
 VARIANTS = ("new", "new+la_tb", "new+tb_token")
 STUDY_SETTINGS = {
-    "world": {"n_operands": 2, "max_operands": 10, "n_reasoning_train": 320, "n_reasoning_eval": 32,
+    "world": {"n_operands": 2, "max_operands": 8, "n_reasoning_train": 320, "n_reasoning_eval": 32,
               "reasoning_fraction": 0.8},
-    "base": {"steps": 1500},
+    "base": {"steps": 3000},
     "train": {"families": ["reasoning"]},
 }
 

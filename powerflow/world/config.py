@@ -46,8 +46,8 @@ class WorldConfig:
     max_operands: int | None = field(
         default=None,
         metadata={"help": "null: every problem has n_operands operands. An int (n_operands < it <= 12): the "
-                          "long-completion family instead (labelled operands, n_operands..max_operands of them, "
-                          "sums mod 10; powerflow.world.teacher)."},
+                          "long-completion family instead (labelled operands, n_operands..max_operands of them; "
+                          "powerflow.world.teacher)."},
     )
     oracle_max_errors: int = field(
         default=2,

@@ -67,7 +67,7 @@ def worked_paths(cfg: WorldConfig, digits: Sequence[int]) -> list[tuple[int, ...
     wrong steps: each step right or off by an offset.
 
     Step k writes r_k = r_{k−1} + d_k (+ o_k, o_k ∈ step_error_offsets, applied as the teacher does:
-    reflected at 0, or mod 10 in the long-completion family), with r_0 = d_0. Paths that write the
+    reflected at 0), with r_0 = d_0. Paths that write the
     same sums are listed once.
     """
     n_steps = len(digits) - 1

@@ -22,10 +22,9 @@ open_ended — "name a fruit :" and paraphrases. The teacher answers one word: a
   tail of valid answers.
 
 long-completion reasoning (opt-in: world.max_operands, issue 20) — "Q d1 3 d2 5 d3 2 =" with
-  n_operands..max_operands labelled operands. The teacher writes the same two kinds of answer, with
-  running sums mod 10 (every number one token) and each operand named by its label so that a small
-  model finds it by content: "guess answer 6" (3 tokens) or "work 3 + d2 5 = 8 , 8 + d3 2 = 0 ,
-  answer 0" (7 tokens a step, up to ~80 for 12 operands). p_base^α then puts its mass on answers of
+  n_operands..max_operands labelled operands. The teacher writes the same two kinds of answer, each
+  operand named by its label so that a small model finds it by content: "guess answer 6" (3 tokens)
+  or "work 3 + d2 5 = 8 , 8 + d3 2 = 10 , answer 10" (7 tokens a step, up to ~80 for 12 operands). p_base^α then puts its mass on answers of
   very different lengths: short guesses and long worked solutions.
 
 Splits: reasoning eval problems are a seeded sample of all digit tuples, disjoint from the train
@@ -58,15 +57,9 @@ def is_long(cfg: WorldConfig) -> bool:
 
 
 def max_number(cfg: WorldConfig) -> int:
-    """Largest number a teacher completion can write: max sum plus the largest upward errors (9 when long:
-    its running sums are taken mod 10)."""
-    if is_long(cfg):
-        return 9
-    return (
-        9 * cfg.n_operands
-        + max(0, max(cfg.guess_offsets))
-        + (cfg.n_operands - 1) * max(0, max(cfg.step_error_offsets))
-    )
+    """Largest number a teacher completion can write: max sum plus the largest upward errors."""
+    n = cfg.max_operands if is_long(cfg) else cfg.n_operands
+    return 9 * n + max(0, max(cfg.guess_offsets)) + (n - 1) * max(0, max(cfg.step_error_offsets))
 
 
 def operand_label(k: int) -> str:
@@ -80,17 +73,17 @@ def operand_labels(cfg: WorldConfig) -> list[str]:
 
 
 def step_sum(cfg: WorldConfig, left: int, digit: int) -> int:
-    """A right step: left + digit (mod 10 in the long-completion family, so every number stays one digit)."""
-    return (left + digit) % 10 if is_long(cfg) else left + digit
+    """A right step: left + digit."""
+    return left + digit
 
 
 def wrong_step(cfg: WorldConfig, value: int, offset: int) -> int:
-    """A wrong step's result: value + offset (mod 10 when long; else reflected at 0), never value itself."""
-    return (value + offset) % 10 if is_long(cfg) else _offset(value, offset)
+    """A wrong step's result: value + offset, reflected at 0 (never value itself)."""
+    return _offset(value, offset)
 
 
 def gold_answer(cfg: WorldConfig, digits: Sequence[int]) -> int:
-    """The right answer: Σ digits (mod 10 in the long-completion family)."""
+    """The right answer: Σ digits."""
     return functools.reduce(lambda left, d: step_sum(cfg, left, d), digits[1:], digits[0])
 
 
@@ -145,7 +138,7 @@ def _offset(value: int, offset: int) -> int:
 
 def worked_completion(cfg: WorldConfig, digits: Sequence[int], step_results: Sequence[int]) -> str:
     """'work 3 + 5 = 8 , 8 + 2 = 10 , answer 10' given the partial sums written at each step
-    ('work 3 + d2 5 = 8 , 8 + d3 2 = 0 , answer 0' in the long-completion family)."""
+    ('work 3 + d2 5 = 8 , 8 + d3 2 = 10 , answer 10' in the long-completion family)."""
     steps, left = [], digits[0]
     for k, (digit, result) in enumerate(zip(digits[1:], step_results), start=1):
         operand = f"{operand_label(k)} {digit}" if is_long(cfg) else str(digit)

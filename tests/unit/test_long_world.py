@@ -17,17 +17,17 @@ from powerflow.world.config import WorldConfig
 from powerflow.world.grading import grade
 from powerflow.world.teacher import (correct_worked_completion, gold_answer, longest_completion_tokens,
                                      reasoning_prompt, reasoning_split, sample_reasoning_completion,
-                                     teacher_corpus, world_prompt_rows)
+                                     teacher_corpus, world_prompt_rows, _offset)
 from powerflow.world.tokenizer import build_tokenizer
 
 LONG = WorldConfig(n_operands=2, max_operands=8, n_reasoning_train=40, n_reasoning_eval=12)
 
 
-def test_long_prompts_label_their_operands_and_sum_mod_10():
+def test_long_prompts_label_their_operands():
     digits = (3, 5, 2, 9)
     assert reasoning_prompt(LONG, digits) == "Q d1 3 d2 5 d3 2 d4 9 ="
-    assert gold_answer(LONG, digits) == 9  # 19 mod 10
-    assert correct_worked_completion(digits, LONG) == "work 3 + d2 5 = 8 , 8 + d3 2 = 0 , 0 + d4 9 = 9 , answer 9"
+    assert gold_answer(LONG, digits) == 19
+    assert correct_worked_completion(digits, LONG) == "work 3 + d2 5 = 8 , 8 + d3 2 = 10 , 10 + d4 9 = 19 , answer 19"
     assert oracle.prompt_digits(reasoning_prompt(LONG, digits)) == digits
     with pytest.raises(ValueError, match="not a world reasoning prompt"):
         oracle.prompt_digits("Q d2 3 d1 5 =")  # labels out of order
@@ -67,7 +67,7 @@ def _teacher_probability(cfg: WorldConfig, digits, completion: str) -> float:
     """p_teacher(completion | digits) by enumerating the teacher's choices (guess offset, or per-step errors)."""
     total = 0.0
     for offset in cfg.guess_offsets:
-        r = (gold_answer(cfg, digits) + offset) % 10
+        r = _offset(gold_answer(cfg, digits), offset)
         if completion == f"guess answer {r}":
             total += cfg.p_guess / len(cfg.guess_offsets)
     n_steps = len(digits) - 1
@@ -76,7 +76,7 @@ def _teacher_probability(cfg: WorldConfig, digits, completion: str) -> float:
     for combo in itertools.product(choices, repeat=n_steps):
         results, left = [], digits[0]
         for d, (o, _) in zip(digits[1:], combo):
-            left = (left + d + o) % 10
+            left = left + d if o == 0 else _offset(left + d, o)
             results.append(left)
         from powerflow.world.teacher import worked_completion
         if worked_completion(cfg, digits, results) == completion:
