@@ -38,6 +38,7 @@ VARIANTS: dict[str, dict] = {
     "new+head": {**NEW, "logz": "head"},
     "new+la_tb": {**NEW, "objective": "la_tb"},
     "new+tb_token": {**NEW, "objective": "tb_token"},
+    "new-s600": {**NEW, "steps": 600},
     "new+constant-200": {**NEW, "lr_schedule": "constant", "steps": 200},
     "new+huber": {**NEW, "huber_delta": 1.0},
     "new+mix25": {**NEW, "base_mix": 0.25},
@@ -147,6 +148,7 @@ def run_one(variant: str, alpha: float, seed: int, curve_every: int, params: Pat
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
+    trainer.save_model(str(workdir / "final"))  # the trained policy, for a look at its samples
     final = exact_now(trainer.model)
     curve.append({"step": cfg.train.steps, **final})
     own = own_target_distance(supports, trainer.model, tokenizer, alpha, objective)
