@@ -32,8 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from powerflow.world.config import WorldConfig
-from powerflow.world.teacher import (CATEGORY_ANSWERS, gold_answer, max_number, step_sum, worked_completion,
-                                     wrong_step)
+from powerflow.world.teacher import CATEGORY_ANSWERS, _offset, max_number, worked_completion
 
 _REASONING_PROMPT = re.compile(r"^Q\s+(\d(?:\s*\+\s*\d)+)\s*=$")
 _LONG_PROMPT = re.compile(r"^Q((?:\s+d\d+\s+\d)+)\s*=$")
@@ -66,9 +65,8 @@ def worked_paths(cfg: WorldConfig, digits: Sequence[int]) -> list[tuple[int, ...
     """Every list of written partial sums the teacher can produce with at most cfg.oracle_max_errors
     wrong steps: each step right or off by an offset.
 
-    Step k writes r_k = r_{k−1} + d_k (+ o_k, o_k ∈ step_error_offsets, applied as the teacher does:
-    reflected at 0), with r_0 = d_0. Paths that write the
-    same sums are listed once.
+    Step k writes r_k = r_{k−1} + d_k (+ o_k, o_k ∈ step_error_offsets, reflected at 0 as the teacher
+    does), with r_0 = d_0. Paths that write the same sums are listed once.
     """
     n_steps = len(digits) - 1
     paths = set()
@@ -78,9 +76,7 @@ def worked_paths(cfg: WorldConfig, digits: Sequence[int]) -> list[tuple[int, ...
                 offset_at = dict(zip(wrong, offsets))
                 results, left = [], digits[0]
                 for k, digit in enumerate(digits[1:]):
-                    left = step_sum(cfg, left, digit)
-                    if k in offset_at:
-                        left = wrong_step(cfg, left, offset_at[k])
+                    left = left + digit if k not in offset_at else _offset(left + digit, offset_at[k])
                     results.append(left)
                 paths.add(tuple(results))
     return sorted(paths)
@@ -88,7 +84,7 @@ def worked_paths(cfg: WorldConfig, digits: Sequence[int]) -> list[tuple[int, ...
 
 def reasoning_support(cfg: WorldConfig, digits: Sequence[int]) -> list[SupportItem]:
     """Every guess answer and every worked path of one reasoning prompt, graded against the true answer."""
-    gold = gold_answer(cfg, digits)
+    gold = sum(digits)
     items = [SupportItem(f"guess answer {n}", n == gold, True, "guess", str(n)) for n in range(max_number(cfg) + 1)]
     for results in worked_paths(cfg, digits):
         items.append(SupportItem(worked_completion(cfg, digits, results), results[-1] == gold, True, "work",

@@ -24,8 +24,9 @@ open_ended — "name a fruit :" and paraphrases. The teacher answers one word: a
 long-completion reasoning (opt-in: world.max_operands, issue 20) — "Q d1 3 d2 5 d3 2 =" with
   n_operands..max_operands labelled operands. The teacher writes the same two kinds of answer, each
   operand named by its label so that a small model finds it by content: "guess answer 6" (3 tokens)
-  or "work 3 + d2 5 = 8 , 8 + d3 2 = 10 , answer 10" (7 tokens a step, up to ~80 for 12 operands). p_base^α then puts its mass on answers of
-  very different lengths: short guesses and long worked solutions.
+  or "work 3 + d2 5 = 8 , 8 + d3 2 = 10 , answer 10" (7 tokens a step, up to ~80 for 12
+  operands). p_base^α then puts its mass on answers of very different lengths: short guesses and
+  long worked solutions.
 
 Splits: reasoning eval problems are a seeded sample of all digit tuples, disjoint from the train
 problems and absent from the teacher corpus (the base must generalise to them). Open-ended eval
@@ -40,7 +41,6 @@ completions are space-separated tokens of `powerflow.world.tokenizer`.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import random
 from collections.abc import Sequence
@@ -70,21 +70,6 @@ def operand_label(k: int) -> str:
 def operand_labels(cfg: WorldConfig) -> list[str]:
     """Every operand label the long-completion family can write ([] for the default family)."""
     return [operand_label(k) for k in range(cfg.max_operands)] if is_long(cfg) else []
-
-
-def step_sum(cfg: WorldConfig, left: int, digit: int) -> int:
-    """A right step: left + digit."""
-    return left + digit
-
-
-def wrong_step(cfg: WorldConfig, value: int, offset: int) -> int:
-    """A wrong step's result: value + offset, reflected at 0 (never value itself)."""
-    return _offset(value, offset)
-
-
-def gold_answer(cfg: WorldConfig, digits: Sequence[int]) -> int:
-    """The right answer: Σ digits."""
-    return functools.reduce(lambda left, d: step_sum(cfg, left, d), digits[1:], digits[0])
 
 
 def longest_completion_tokens(cfg: WorldConfig) -> int:
@@ -149,23 +134,19 @@ def worked_completion(cfg: WorldConfig, digits: Sequence[int], step_results: Seq
 
 def correct_worked_completion(digits: Sequence[int], cfg: WorldConfig | None = None) -> str:
     """The worked solution with every step right: the mode of the teacher's distribution."""
-    cfg = cfg or WorldConfig()
-    partial, left = [], digits[0]
-    for digit in digits[1:]:
-        left = step_sum(cfg, left, digit)
-        partial.append(left)
-    return worked_completion(cfg, digits, partial)
+    partial = list(itertools.accumulate(digits))[1:]
+    return worked_completion(cfg or WorldConfig(), digits, partial)
 
 
 def sample_reasoning_completion(cfg: WorldConfig, digits: Sequence[int], rng: random.Random) -> str:
     """One teacher completion: a guess (p_guess) or a worked solution with per-step errors."""
     if rng.random() < cfg.p_guess:
-        return f"guess answer {wrong_step(cfg, gold_answer(cfg, digits), rng.choice(cfg.guess_offsets))}"
+        return f"guess answer {_offset(sum(digits), rng.choice(cfg.guess_offsets))}"
     results, left = [], digits[0]
     for digit in digits[1:]:
-        result = step_sum(cfg, left, digit)
+        result = left + digit
         if rng.random() < cfg.step_error:
-            result = wrong_step(cfg, result, rng.choice(cfg.step_error_offsets))
+            result = _offset(result, rng.choice(cfg.step_error_offsets))
         results.append(result)
         left = result
     return worked_completion(cfg, digits, results)
@@ -220,7 +201,7 @@ def world_prompt_rows(cfg: WorldConfig) -> list[dict]:
                 "family": "reasoning",
                 "split": split,
                 "prompt": reasoning_prompt(cfg, digits),
-                "answer": str(gold_answer(cfg, digits)),
+                "answer": str(sum(digits)),
             })
     for split, templates in (("train", cfg.open_train_templates), ("eval", cfg.open_eval_templates)):
         for i, template in enumerate(templates):

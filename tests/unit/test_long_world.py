@@ -15,7 +15,7 @@ from powerflow.errors import ConfigError
 from powerflow.world import oracle
 from powerflow.world.config import WorldConfig
 from powerflow.world.grading import grade
-from powerflow.world.teacher import (correct_worked_completion, gold_answer, longest_completion_tokens,
+from powerflow.world.teacher import (correct_worked_completion, longest_completion_tokens,
                                      reasoning_prompt, reasoning_split, sample_reasoning_completion,
                                      teacher_corpus, world_prompt_rows, _offset)
 from powerflow.world.tokenizer import build_tokenizer
@@ -26,7 +26,6 @@ LONG = WorldConfig(n_operands=2, max_operands=8, n_reasoning_train=40, n_reasoni
 def test_long_prompts_label_their_operands():
     digits = (3, 5, 2, 9)
     assert reasoning_prompt(LONG, digits) == "Q d1 3 d2 5 d3 2 d4 9 ="
-    assert gold_answer(LONG, digits) == 19
     assert correct_worked_completion(digits, LONG) == "work 3 + d2 5 = 8 , 8 + d3 2 = 10 , 10 + d4 9 = 19 , answer 19"
     assert oracle.prompt_digits(reasoning_prompt(LONG, digits)) == digits
     with pytest.raises(ValueError, match="not a world reasoning prompt"):
@@ -67,7 +66,7 @@ def _teacher_probability(cfg: WorldConfig, digits, completion: str) -> float:
     """p_teacher(completion | digits) by enumerating the teacher's choices (guess offset, or per-step errors)."""
     total = 0.0
     for offset in cfg.guess_offsets:
-        r = _offset(gold_answer(cfg, digits), offset)
+        r = _offset(sum(digits), offset)
         if completion == f"guess answer {r}":
             total += cfg.p_guess / len(cfg.guess_offsets)
     n_steps = len(digits) - 1
@@ -99,7 +98,7 @@ def test_long_support_holds_the_teachers_mass_up_to_paths_with_more_errors():
     for _ in range(300):
         c = sample_reasoning_completion(cfg, digits, rng)
         if c in texts:
-            assert texts[c].correct == grade("reasoning", str(gold_answer(cfg, digits)), c).correct
+            assert texts[c].correct == grade("reasoning", str(sum(digits)), c).correct
 
 
 def test_oracle_max_errors_bounds_the_number_of_paths():
