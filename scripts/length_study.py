@@ -96,6 +96,52 @@ def length_table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def token_normalised_tail(params: Path, policy_dir: Path, alpha: float, n_prompts: int = 8,
+                          n_samples: int = 32) -> list[dict]:
+    """TB-token's target mass on cap-length sequences against its mass on the oracle's support, per prompt.
+
+        log Z_S     = log Σ_{y∈S} p_base(y|q)^{α/|y|}                       (exact)
+        log Z_trunc ≈ log (1/n) Σ_i p_base(y_i|q)^{α/L} / π(y_i|q),  y_i ~ π truncated at L
+                                                                           (importance sampling)
+    with L the completion cap and truncated sequences scored by their prefix, as the trainer
+    scores them; the trained policy is the proposal.
+    """
+    import math
+
+    import torch
+
+    from powerflow.config import load_pipeline_config
+    from powerflow.pipeline.evaluate import evaluation_rows
+    from powerflow.pipeline.loading import load_causal_lm, load_tokenizer
+    from powerflow.world import oracle
+
+    cfg = load_pipeline_config(params)
+    cap = cfg.train.max_completion_length
+    tok = load_tokenizer(str(params.parent / "models" / "base"))
+    base = load_causal_lm(str(params.parent / "models" / "base"))
+    policy = load_causal_lm(str(policy_dir))
+    torch.manual_seed(0)
+    out = []
+    for row in [r for r in evaluation_rows(cfg) if r["family"] == "reasoning"][:n_prompts]:
+        items = oracle.support_of(cfg.world, row)
+        log_p, length = oracle.completion_log_probs(base, tok, row["prompt"], [it.text for it in items])
+        prompt_ids = tok(row["prompt"], add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt_ids])
+        samples = policy.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                                  max_new_tokens=cap, num_return_sequences=n_samples,
+                                  pad_token_id=tok.eos_token_id)[:, len(prompt_ids):].tolist()
+        truncated = [s for s in samples if tok.eos_token_id not in s]
+        entry = {"prompt": row["prompt"], "log_z_support": torch.logsumexp(alpha * log_p / length, 0).item(),
+                 "truncated": len(truncated), "samples": len(samples)}
+        if truncated:
+            log_base, _ = oracle.token_log_probs(base, prompt_ids, truncated, tok.eos_token_id)
+            log_pi, _ = oracle.token_log_probs(policy, prompt_ids, truncated, tok.eos_token_id)
+            weights = alpha / cap * log_base - log_pi
+            entry["log_z_truncated"] = (torch.logsumexp(weights, 0) - math.log(len(samples))).item()
+        out.append(entry)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--alphas", type=float, nargs="+", default=[4.0])
@@ -104,7 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--curve-every", type=int, default=25)
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "length")
+    ap.add_argument("--tail", metavar="POLICY_DIR", type=Path, default=None,
+                    help="instead of training: TB-token's target mass on cap-length sequences against the "
+                         "support's, importance-sampled with this trained policy (token_normalised_tail)")
     a = ap.parse_args(argv)
+    if a.tail is not None:
+        for entry in token_normalised_tail(a.out / "params.yaml", a.tail, a.alphas[0]):
+            print(json.dumps(entry))
+        return 0
     params = study_params(a.out)
     build_world(params)
     rc = recipe_ablation.main(["--params", str(params), "--out", str(a.out / "ablation"), "--jobs", str(a.jobs),
