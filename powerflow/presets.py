@@ -104,6 +104,16 @@ def hub_preset_names() -> list[str]:
     return [name for name in preset_names() if not runs_on_the_world(name)]
 
 
+def preset_lora_parametrisation(name: str) -> dict:
+    """What preset `name` trains beside its LoRA adapter, as keyword arguments of
+    `powerflow.verify.train_and_measure`: {lora_modules_to_save: (...), lr_multipliers: {...}}."""
+    import yaml
+
+    train = (yaml.safe_load(get_preset(name).text) or {}).get("train") or {}
+    return {"lora_modules_to_save": tuple(train.get("lora_modules_to_save") or ()),
+            "lr_multipliers": dict(train.get("lr_multipliers") or {})}
+
+
 def _description(text: str) -> str:
     """The first comment line of a preset file (its one-line summary)."""
     for line in text.splitlines():

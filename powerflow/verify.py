@@ -65,11 +65,16 @@ def policy_terminals(trainer, prompt_ids, max_length: int):
     return enumerate_terminals(model, prompt_ids, trainer.processing_class.eos_token_id, max_length)
 
 
-def train_and_measure(cfg: ExactCheckConfig, alpha: float, objective: str, output_dir: str | Path) -> dict:
-    """Train one (α, objective) run and return the exact report plus the trained log Z and time."""
+def train_and_measure(cfg: ExactCheckConfig, alpha: float, objective: str, output_dir: str | Path, *,
+                      lora_modules_to_save: tuple[str, ...] = (), **overrides) -> dict:
+    """Train one (α, objective) run and return the exact report plus the trained log Z and time.
+
+    `lora_modules_to_save` and `overrides` (PowerFlowConfig settings, e.g. `lr_multipliers`) go to
+    `trainer_for_enumerable`: the presets' LoRA parametrisation is checked with them."""
     from powerflow.progress import show_training_progress
 
-    trainer, base, prompt_ids = trainer_for_enumerable(cfg, alpha, objective, output_dir)
+    trainer, base, prompt_ids = trainer_for_enumerable(cfg, alpha, objective, output_dir,
+                                                       lora_modules_to_save=lora_modules_to_save, **overrides)
     show_training_progress(trainer, f"exact {objective} α={alpha:g}")  # no metric dict per logging step
     start = time.perf_counter()
     trainer.train()

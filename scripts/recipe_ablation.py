@@ -82,6 +82,8 @@ VARIANTS |= {
     "new-lr1e-3-warmup": {**NEW, "learning_rate": 1e-3, "warmup_steps": 30},
     "new-lr8e-4": {**NEW, "learning_rate": 8e-4},
     "new-finalnorm-x180": {**NEW, "lr_multipliers": {"model.norm": 180.0}},  # the final gain at ≈ 0.09, as LoRA's
+    "new-finalnorm-x120": {**NEW, "lr_multipliers": {"model.norm": 120.0}},  # the gain at 0.06
+    "new-lr2.5e-4-finalnorm-x360": {**NEW, "learning_rate": 2.5e-4, "lr_multipliers": {"model.norm": 360.0}},
 }
 
 

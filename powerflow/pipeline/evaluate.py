@@ -251,13 +251,15 @@ def world_exact_metrics(cfg: PipelineConfig, source: str, tokenizer, alpha: floa
     supports = oracle.score_supports(cfg.world, base, tokenizer, evaluation_rows(cfg))
     target = oracle.oracle_metrics(supports, alpha, EXACT_POWER, n_samples=n)
     policy_model = load_causal_lm(source, cfg.model.trust_remote_code)
-    policy = oracle.policy_distance(supports, policy_model, tokenizer, alpha, EXACT_POWER, n_samples=n)
+    log_pis = oracle.policy_support_log_probs(supports, policy_model, tokenizer)  # one policy pass for both targets
+    policy = oracle.policy_distance(supports, policy_model, tokenizer, alpha, EXACT_POWER, n_samples=n, log_pis=log_pis)
     out = {f"exact/target/{k}": v for k, v in target.items()} | {f"exact/policy/{k}": v for k, v in policy.items()}
     if alpha < 1:  # below 1, p^α lifts the base's tail outside S: bound how much of the true target S holds
         out |= {f"exact/target/{k}": v for k, v in oracle.true_target_bounds(supports, base, tokenizer, alpha).items()}
     if objective is not None and not objective_named(objective).exact_power:
         own = oracle.oracle_metrics(supports, alpha, objective, n_samples=n)
-        own_policy = oracle.policy_distance(supports, policy_model, tokenizer, alpha, objective, n_samples=n)
+        own_policy = oracle.policy_distance(supports, policy_model, tokenizer, alpha, objective, n_samples=n,
+                                            log_pis=log_pis)
         out |= {f"exact/own_target/{k}": v for k, v in own.items()}
         out |= {f"exact/own_policy/{k}": v for k, v in own_policy.items()}
     sampled = metrics.get("reasoning/accuracy_mean")

@@ -269,9 +269,20 @@ def oracle_metrics(supports: Sequence[PromptSupport], alpha: float, objective: s
             for family, ms in per_family.items() for key in ms[0]}
 
 
+def policy_support_log_probs(supports: Sequence[PromptSupport], policy_model, tokenizer) -> list[torch.Tensor]:
+    """log π(y|q) of every y ∈ S, per prompt: the one policy pass `policy_distance` needs, to be shared
+    when a policy is measured against more than one target."""
+    return [completion_log_probs(policy_model, tokenizer, s.row["prompt"], [it.text for it in s.items])[0]
+            for s in supports]
+
+
 def policy_distance(supports: Sequence[PromptSupport], policy_model, tokenizer, alpha: float,
-                    objective: str = "tb", n_samples: int = 16) -> dict:
+                    objective: str = "tb", n_samples: int = 16,
+                    log_pis: Sequence[torch.Tensor] | None = None) -> dict:
     """How far a policy is from the target, on the support, per family (means over prompts).
+
+    `log_pis`: the policy's log-probabilities on S from `policy_support_log_probs`, when already
+    computed (`policy_model` is then not run).
 
         kl_target = Σ_{y∈S} t(y) [log t(y) − log π(y|q)]   (t the target on S; π unnormalised on S,
                                                             so π's mass outside S counts as error)
@@ -279,9 +290,10 @@ def policy_distance(supports: Sequence[PromptSupport], policy_model, tokenizer, 
         length    = Σ_{y∈S} π(y|q) |y| / mass                      (E|y| of π renormalised on S, EOS counted)
     plus the exact metrics of π itself on S (its accuracy mass, validity, coverage of n samples).
     """
+    if log_pis is None:
+        log_pis = policy_support_log_probs(supports, policy_model, tokenizer)
     per_family: dict[str, list[dict]] = {}
-    for s in supports:
-        log_pi, _ = completion_log_probs(policy_model, tokenizer, s.row["prompt"], [it.text for it in s.items])
+    for s, log_pi in zip(supports, log_pis, strict=True):
         log_t = target_log_probs(s.log_p_base, s.length, alpha, objective)
         kl = float((log_t.exp() * (log_t - log_pi)).sum())
         mass = float(log_pi.exp().sum())
