@@ -56,9 +56,14 @@ def is_long(cfg: WorldConfig) -> bool:
     return cfg.max_operands is not None
 
 
+def most_operands(cfg: WorldConfig) -> int:
+    """The most operands a reasoning problem has: world.max_operands when long, else n_operands."""
+    return cfg.max_operands if is_long(cfg) else cfg.n_operands
+
+
 def max_number(cfg: WorldConfig) -> int:
     """Largest number a teacher completion can write: max sum plus the largest upward errors."""
-    n = cfg.max_operands if is_long(cfg) else cfg.n_operands
+    n = most_operands(cfg)
     return 9 * n + max(0, max(cfg.guess_offsets)) + (n - 1) * max(0, max(cfg.step_error_offsets))
 
 
@@ -74,7 +79,7 @@ def operand_labels(cfg: WorldConfig) -> list[str]:
 
 def longest_completion_tokens(cfg: WorldConfig) -> int:
     """Tokens of the longest teacher completion, EOS included (a worked solution of the most operands)."""
-    n = cfg.max_operands if is_long(cfg) else cfg.n_operands
+    n = most_operands(cfg)
     step = 6 if is_long(cfg) else 5  # "r + d2 5 = s" or "r + 5 = s"
     return 1 + (n - 1) * step + (n - 1) + 2 + 1  # work, steps, commas, "answer N", EOS
 
