@@ -125,7 +125,25 @@ def semantic_entropy(cluster_ids: Sequence[int | None]) -> float:
     return -sum((n / n_valid) * math.log(n / n_valid) for n in counts.values())
 
 
-def cluster_frequency_rewards(cluster_ids: Sequence[int | None], drop_max_entropy: bool = True) -> list[float | None]:
+def normalised_semantic_entropy(cluster_ids: Sequence[int | None]) -> float:
+    """h = H / log n_valid ∈ [0, 1]: `semantic_entropy` over its maximum (EMPO's entropy thresholds
+    are on this scale). h = 1 exactly when no two answers agree, also for n_valid ≤ 1 (no consensus)."""
+    counts = Counter(c for c in cluster_ids if c is not None)
+    if max(counts.values(), default=0) <= 1:
+        return 1.0
+    return semantic_entropy(cluster_ids) / math.log(sum(counts.values()))
+
+
+def group_kept(cluster_ids: Sequence[int | None], entropy_min: float = 0.0, entropy_max: float = 1.0) -> bool:
+    """EMPO's entropy thresholding: a group is trained on iff entropy_min ≤ h < entropy_max,
+    h = `normalised_semantic_entropy`. The defaults drop exactly the groups whose answers all differ
+    (h = 1); entropy_max = inf keeps them; entropy_min > 0 also drops groups that (nearly) agree already."""
+    h = normalised_semantic_entropy(cluster_ids)
+    return entropy_min <= h < entropy_max
+
+
+def cluster_frequency_rewards(cluster_ids: Sequence[int | None], drop_max_entropy: bool = True,
+                              entropy_min: float = 0.0, entropy_max: float = 1.0) -> list[float | None]:
     """EMPO's rewards for one prompt's group of G samples, from their cluster ids (EMPO §3).
 
         r_i = p̂(c_i | q) = n_{c_i} / G        (0 for a sample with no answer, c_i = None)
@@ -135,33 +153,37 @@ def cluster_frequency_rewards(cluster_ids: Sequence[int | None], drop_max_entrop
     reward 0.0 for an empty prediction; github.com/QingyangZhang/EMPO, src/open_r1/rewards.py).
     Maximising E[r] minimises the semantic entropy of the policy's answers.
 
-    Entropy thresholding: when no two samples agree — every answer in its own cluster, i.e.
-    `semantic_entropy` at its maximum log n_valid (log G when all samples answered) — the group
-    carries no consensus to learn from and is dropped (the authors keep a group only while its
-    entropy is < log G). Dropped means every reward is None, which TRL 1.16 treats as unscorable:
-    zero advantage, left out of the baseline, the std and the logged reward mean (module docstring).
-    A group that agrees completely needs no rule: equal rewards already give zero advantage.
+    Entropy thresholding (`group_kept`): a group outside entropy_min ≤ h < entropy_max is dropped.
+    By default that is the group where no two samples agree — `semantic_entropy` at its maximum
+    log n_valid — which carries no consensus to learn from (the authors keep a group only while its
+    entropy is < log G); drop_max_entropy=False keeps it (no upper bound). Dropped means every reward
+    is None, which TRL 1.16 treats as unscorable: zero advantage, left out of the baseline, the std
+    and the logged reward mean (module docstring). A group that agrees completely needs no rule:
+    equal rewards already give zero advantage.
     """
     counts = Counter(c for c in cluster_ids if c is not None)
-    if drop_max_entropy and max(counts.values(), default=0) <= 1:
+    if not group_kept(cluster_ids, entropy_min, entropy_max if drop_max_entropy else math.inf):
         return [None] * len(cluster_ids)
     group_size = len(cluster_ids)
     return [0.0 if c is None else counts[c] / group_size for c in cluster_ids]
 
 
-def empo_rewards(answers: Sequence[str | None], same: SameFn, drop_max_entropy: bool = True) -> list[float | None]:
+def empo_rewards(answers: Sequence[str | None], same: SameFn, drop_max_entropy: bool = True,
+                 entropy_min: float = 0.0, entropy_max: float = 1.0) -> list[float | None]:
     """EMPO's rewards for one group of answers: `cluster_answers`, then `cluster_frequency_rewards`.
 
     [a, a, b, None] -> [0.5, 0.5, 0.25, 0.0]; [a, b, c, None] -> [None] * 4 (dropped).
     """
-    return cluster_frequency_rewards(cluster_answers(answers, same), drop_max_entropy)
+    return cluster_frequency_rewards(cluster_answers(answers, same), drop_max_entropy, entropy_min, entropy_max)
 
 
-def empo_reward(graders: Graders, num_generations: int, drop_max_entropy: bool = True) -> RewardFn:
+def empo_reward(graders: Graders, num_generations: int, drop_max_entropy: bool = True,
+                entropy_min: float = 0.0, entropy_max: float = 1.0) -> RewardFn:
     """EMPO's reward function for TRL: `empo_rewards` on each consecutive group of num_generations.
 
     Answers are `kind.extract(completion)` and clusters `kind.same`, kind the answer kind of the
-    row's family (the dataset's `family` column; without one, the only kind given). Gold answers are
+    row's family (the dataset's `family` column; without one, the only kind given); groups outside
+    entropy_min ≤ h < entropy_max are dropped (`group_kept`). Gold answers are
     never read, even when the dataset has them. TRL logs the mean over kept samples as
     `rewards/semantic_entropy/mean`; through `log_metric` the function adds `empo/semantic_entropy`
     (mean H over groups that answered) and `empo/dropped_fraction` (groups dropped by the entropy
@@ -186,7 +208,7 @@ def empo_reward(graders: Graders, num_generations: int, drop_max_entropy: bool =
             group = slice(start, start + num_generations)
             _check_one_prompt(prompts[group], num_generations)
             ids = cluster_answers(answers[group], kinds[start].same)
-            group_rewards = cluster_frequency_rewards(ids, drop_max_entropy)
+            group_rewards = cluster_frequency_rewards(ids, drop_max_entropy, entropy_min, entropy_max)
             dropped += group_rewards[0] is None
             entropy = semantic_entropy(ids)
             if not math.isnan(entropy):

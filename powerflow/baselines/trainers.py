@@ -63,6 +63,7 @@ def baseline_trainer(
     peft_config=None,
     callbacks=None,
     drop_max_entropy: bool = True,
+    entropy_bounds: tuple[float, float] = (0.0, 1.0),
 ):
     """A `trl.GRPOTrainer` for one baseline with its reward function; `args` is a `trl.GRPOConfig`.
 
@@ -70,7 +71,8 @@ def baseline_trainer(
     grpo: `accuracy_reward(graders)`; the dataset must have `answer` and `family` columns (else
     BaselineDataError) and `args.remove_unused_columns` must be False (TRL's default).
     empo: `empo_reward(graders, args.num_generations)`; with more than one family the dataset
-    needs a `family` column. Each process's generation batch must hold whole groups and
+    needs a `family` column; entropy_bounds = (entropy_min, entropy_max) of EMPO's entropy
+    thresholding (`powerflow.baselines.rewards.group_kept`). Each process's generation batch must hold whole groups and
     evaluation must use the training group size (else UserError).
     """
     from trl import GRPOTrainer
@@ -85,7 +87,8 @@ def baseline_trainer(
         if len(graders) > 1:
             _require_columns(method, train_dataset, ("family",), "each family's answers are read by its own kind")
         _check_empo_groups(args)
-        reward = empo_reward(graders, args.num_generations, drop_max_entropy=drop_max_entropy)
+        reward = empo_reward(graders, args.num_generations, drop_max_entropy=drop_max_entropy,
+                             entropy_min=entropy_bounds[0], entropy_max=entropy_bounds[1])
     return GRPOTrainer(
         model=model, reward_funcs=[reward], args=args, train_dataset=train_dataset, processing_class=tokenizer,
         peft_config=peft_config, callbacks=callbacks,

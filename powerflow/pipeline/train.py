@@ -267,11 +267,19 @@ def training_rows(cfg: PipelineConfig) -> tuple[list[dict], dict[str, str]]:
     return out, dict(manifest["answer_kinds"])
 
 
+def baseline_columns(rows: list[dict], method: str) -> dict[str, list]:
+    """The training dataset's columns for a baseline: prompt and family, and for GRPO (the one method
+    that reads gold answers) the answer as JSON text, so lists (open-ended keys) fit one column type."""
+    columns = {"prompt": [r["prompt"] for r in rows], "family": [r["family"] for r in rows]}
+    if method == "grpo":
+        columns["answer"] = [json.dumps(r["answer"]) for r in rows]
+    return columns
+
+
 def train_baseline(cfg: PipelineConfig, method: str, run_id: str | None = None) -> dict:
     """Fine-tune the base with a baseline's reward (GRPO: gold accuracy; EMPO: semantic entropy)
     on the same prompts and budget as the Power-Flow members; write models/policies/<method>/."""
     from datasets import Dataset
-    from trl import GRPOConfig
 
     from powerflow import distributed
     from powerflow.baselines.trainers import recipe
@@ -283,30 +291,34 @@ def train_baseline(cfg: PipelineConfig, method: str, run_id: str | None = None) 
                               layout_of(cfg).train_outputs(method) / "metrics.json")
     _prompts, manifest = training_prompts(cfg)
     rows, answer_kinds = training_rows(cfg)
-    if method == "grpo":  # answers are JSON strings so lists (open-ended keys) fit one column type
-        columns = {"prompt": [r["prompt"] for r in rows], "answer": [json.dumps(r["answer"]) for r in rows],
-                   "family": [r["family"] for r in rows]}
-    else:
-        columns = {"prompt": [r["prompt"] for r in rows], "family": [r["family"] for r in rows]}
-    # β = 0 as in the benchmark's GRPO; truncated completions (no EOS within the length limit) are
-    # masked out of the loss, the DAPO/TRL recipe: without it EMPO collapses on the world to one
-    # runaway completion repeating "answer 19" that always agrees with itself.
-    args = GRPOConfig(beta=0.0, mask_truncated_completions=True,
-                      **trl_arguments(cfg.train, layout_of(cfg).train_workdir(method),
-                                      max_prompt_tokens=cfg.data.max_prompt_tokens))
-
+    columns = baseline_columns(rows, method)
+    args, options = baseline_arguments(cfg, method, layout_of(cfg).train_workdir(method))
     with family_graders(answer_kinds, cfg.evaluate.math_timeout_s) as graders:
         def build(model, tokenizer, peft_config, callbacks):  # graded by each family's answer kind
             return baseline(method).build(model, tokenizer, Dataset.from_dict(columns), args, graders,
-                                          peft_config=peft_config, callbacks=callbacks)
+                                          peft_config=peft_config, callbacks=callbacks, **options)
 
         summary = fit_and_save(cfg, method, build, run_params(cfg, None, None, method), run_id)
     summary.update({"method": method, "prompts_sha256": manifest.get("prompts_sha256")})
     out = layout_of(cfg).train_outputs(method)
     if distributed.is_main_rank():
-        write_json_atomic(recipe(method, args, answer_kinds=answer_kinds), out / "recipe.json")
+        write_json_atomic(recipe(method, args, answer_kinds=answer_kinds, **options), out / "recipe.json")
         write_json_atomic(summary, out / "metrics.json")
     return summary
+
+
+def baseline_arguments(cfg: PipelineConfig, method: str, workdir) -> tuple[Any, dict]:
+    """(GRPOConfig, extra build options) of a trained baseline: the shared budget of `train:` with the
+    method's own learning rate and KL β from `baselines:` (`BaselinesConfig.trained_recipe`); EMPO's
+    entropy bounds are the extra option. Truncated completions (no EOS within the length limit) are
+    masked out of the loss, the DAPO/TRL recipe: without it EMPO collapses on the world to one runaway
+    completion repeating "answer 19" that always agrees with itself."""
+    from trl import GRPOConfig
+
+    settings = cfg.baselines.trained_recipe(method, cfg.train.learning_rate)
+    options = {"entropy_bounds": settings.pop("entropy_bounds")} if "entropy_bounds" in settings else {}
+    shared = trl_arguments(cfg.train, workdir, max_prompt_tokens=cfg.data.max_prompt_tokens)
+    return GRPOConfig(mask_truncated_completions=True, **(shared | settings)), options
 
 
 def train_baseline_member(cfg: PipelineConfig, method: str, step: Step = as_is) -> dict:

@@ -3,6 +3,7 @@ dropped EMPO groups get zero advantage in TRL's own advantage computation."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -177,3 +178,32 @@ def test_recipe_records_the_settings(tmp_path):
         assert json.loads(json.dumps(r)) == r  # plain JSON types, loggable as run params
     with pytest.raises(UserError, match="unknown training baseline"):
         recipe("ppo", args)
+
+
+def test_each_baseline_trains_at_its_own_recipe_from_params(tmp_path):
+    """baselines.{grpo,empo}_learning_rate / _beta / empo_entropy_* reach TRL and EMPO's reward, as the
+    pipeline's train_baseline stage builds them (powerflow.pipeline.train.baseline_arguments)."""
+    from powerflow.config import load_pipeline_config
+    from powerflow.pipeline.train import baseline_arguments
+
+    import yaml
+
+    settings = yaml.safe_load((Path(__file__).parents[2] / "params.yaml").read_text())
+    settings["train"]["learning_rate"] = 5e-4
+    settings["baselines"] |= {"empo_learning_rate": 1e-5, "empo_beta": 0.04, "empo_entropy_max": 0.7}
+    settings["baselines"].pop("grpo_learning_rate", None)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(settings))
+    cfg = load_pipeline_config(params)
+    grpo_args, grpo_options = baseline_arguments(cfg, "grpo", tmp_path / "grpo")
+    empo_args, empo_options = baseline_arguments(cfg, "empo", tmp_path / "empo")
+    assert (grpo_args.learning_rate, grpo_args.beta, grpo_options) == (5e-4, 0.0, {})  # null: train's
+    assert (empo_args.learning_rate, empo_args.beta) == (1e-5, 0.04)
+    assert empo_args.mask_truncated_completions and empo_options == {"entropy_bounds": (0.0, 0.7)}
+    model, tokenizer = random_base(seed=0)
+    trainer = baseline_trainer("empo", model, tokenizer, dataset(with_answers=False), config(tmp_path), LETTERS,
+                               **empo_options)
+    reward = trainer.reward_funcs[0]
+    # h = H(1/2, 1/4, 1/4) / log 4 = 0.75 >= 0.7: dropped; a group with h = 0.5 is kept
+    assert reward(prompts=["d"] * 4, completions=["b", "b", "c", "d"], family=["letters"] * 4) == [None] * 4
+    assert reward(prompts=["d"] * 4, completions=["b", "b", "c", "c"], family=["letters"] * 4) == [0.5] * 4

@@ -6,6 +6,8 @@ import math
 import pytest
 
 from powerflow.baselines.rewards import (
+    group_kept,
+    normalised_semantic_entropy,
     GroupLayoutError,
     accuracy_reward,
     cluster_answers,
@@ -14,7 +16,7 @@ from powerflow.baselines.rewards import (
     empo_rewards,
     semantic_entropy,
 )
-from powerflow.errors import UserError
+from powerflow.errors import ConfigError, UserError
 from powerflow.eval.grading import AnswerKind, answer_kind, family_graders
 
 WORLD = {"reasoning": answer_kind("world_integer"), "open_ended": answer_kind("world_open")}
@@ -140,6 +142,19 @@ def test_dropping_is_exactly_maximum_semantic_entropy():
         assert (cluster_frequency_rewards(ids)[0] is None) == at_maximum, ids
 
 
+def test_entropy_thresholds_keep_groups_inside_the_band():
+    # h = H / log n_valid: 0 unanimous, 1 all different; [0, 0, 1, 2]: h = H([.5, .25, .25]) / log 4 = 0.75
+    assert normalised_semantic_entropy([0, 0, 0, 0]) == 0.0
+    assert normalised_semantic_entropy([0, 0, 1, 2]) == pytest.approx(0.75)
+    assert normalised_semantic_entropy([0, 1, None, None]) == 1.0
+    assert group_kept([0, 0, 1, 2]) and not group_kept([0, 1, 2, 3])
+    assert not group_kept([0, 0, 1, 2], entropy_max=0.7)  # too uncertain for EMPO's upper threshold
+    assert not group_kept([0, 0, 0, 0], entropy_min=0.1)  # already agrees: the lower threshold drops it
+    assert empo_rewards(["a", "a", "b", "c"], world_same, entropy_max=0.7) == [None] * 4
+    assert empo_rewards(["a", "a", "b", "c"], world_same, entropy_max=0.8) == [0.5, 0.5, 0.25, 0.25]
+    assert empo_rewards(["7", "7", "7"], world_same, entropy_min=0.2) == [None] * 3
+
+
 def test_a_unanimous_group_is_kept_with_equal_rewards():
     assert empo_rewards(["7", "7", "7"], world_same) == [1.0, 1.0, 1.0]
 
@@ -195,3 +210,28 @@ def test_world_kinds_extract_each_family():
 def test_math_kind_extracts_the_last_box():
     assert answer_kind("math").extract(r"so \boxed{2} then \boxed{\frac{1}{2}}") == r"\frac{1}{2}"
     assert answer_kind("math").extract("no answer here") is None
+
+
+# ------------------------------------------------------------- each trained baseline's recipe
+def test_each_trained_baseline_reads_its_own_learning_rate_beta_and_entropy_band():
+    from powerflow.baselines.config import BaselinesConfig
+    from powerflow.config.parse import section_from_dict
+
+    cfg = section_from_dict(BaselinesConfig, {"empo_learning_rate": 1e-5, "empo_beta": 0.04, "empo_entropy_max": 0.8},
+                            "baselines")
+    assert cfg.trained_recipe("empo", 5e-4) == {"learning_rate": 1e-5, "beta": 0.04, "entropy_bounds": (0.0, 0.8)}
+    assert cfg.trained_recipe("grpo", 5e-4) == {"learning_rate": 5e-4, "beta": 0.0}  # null: train.learning_rate
+
+
+@pytest.mark.parametrize("settings, key", [
+    ({"grpo_learning_rate": 0}, "baselines.grpo_learning_rate"),
+    ({"empo_beta": -0.1}, "baselines.empo_beta"),
+    ({"empo_entropy_min": 0.5, "empo_entropy_max": 0.5}, "baselines.empo_entropy_min"),
+    ({"empo_entropy_max": 1.5}, "baselines.empo_entropy_min"),
+])
+def test_bad_trained_recipe_settings_name_the_key(settings, key):
+    from powerflow.baselines.config import BaselinesConfig
+    from powerflow.config.parse import section_from_dict
+
+    with pytest.raises(ConfigError, match=key):
+        section_from_dict(BaselinesConfig, settings, "baselines")
