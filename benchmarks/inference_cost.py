@@ -1,11 +1,13 @@
-"""Inference cost per answer: MCMC power sampling and the fine-tuned α-power policy, each divided
-by plain sampling from the base model, measured in the same process on the same prompts.
+"""Inference cost per answer: MCMC power sampling, Power-SMC and the fine-tuned α-power policy, each
+divided by plain sampling from the base model, measured in the same process on the same prompts.
 
 Baseline: `generate_completions` from the base model at temperature 1 (what an untrained user pays).
 Measured: MCMC power sampling from the base model toward p^α (baselines.mcmc_* settings of
-params.yaml) and plain sampling from the fine-tuned policy alpha-<α>-<objective>-s<seed> (models/policies/, from
-the main job). Reported: tokens generated per answer (every sampled token, MCMC's rejected
-proposals included) and wall seconds per answer, medians over repeats, and their ratios.
+params.yaml), Power-SMC toward p^α (baselines.smc_particles and smc_ramp_tokens, answers of
+mcmc_max_new_tokens) and plain sampling from the fine-tuned policy alpha-<α>-<objective>-s<seed>
+(models/policies/, from the main job; left out, with a note, when it has not been trained here).
+Reported: tokens generated per answer (every sampled token, MCMC's rejected proposals and every SMC
+particle's tokens included) and wall seconds per answer, medians over repeats, and their ratios.
 
     .venv/bin/python -m benchmarks.inference_cost --alpha 4.0 --repeats 3
 """
@@ -29,7 +31,8 @@ def timed_batch(fn) -> tuple[float, int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--alpha", default="4.0", help="α of MCMC and of the policy alpha-<α>-<objective>-s<seed>")
+    parser.add_argument("--alpha", default="4.0",
+                        help="α of MCMC, of Power-SMC and of the policy alpha-<α>-<objective>-s<seed>")
     parser.add_argument("--objective", default=None, help="objective of the policy (default: sweep.objectives' first)")
     parser.add_argument("--seed", type=int, default=0, help="training seed of the policy (one of sweep.seeds)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -49,14 +52,20 @@ def main() -> None:
     tok = load_tokenizer(base_model_source(cfg))
     base = load_causal_lm(base_model_source(cfg))
     objective = args.objective or cfg.sweep.objectives[0]
-    policy = load_causal_lm(str(layout_of(cfg).policy(cfg.sweep.member(args.alpha, objective, args.seed, listed=False).name)))
+    policy_dir = layout_of(cfg).policy(cfg.sweep.member(args.alpha, objective, args.seed, listed=False).name)
+    policy = load_causal_lm(str(policy_dir)) if policy_dir.is_dir() else None
+    if policy is None:
+        print(f"no policy at {policy_dir} (the main job trains it): policy_plain is left out")
     plain = low_temperature_sampler(1.0, e.max_new_tokens, e.batch_size)  # temperature 1 = plain sampling
     mcmc = method_sampler(cfg, {"method": "mcmc", "alpha": float(args.alpha)})
+    smc = method_sampler(cfg, {"method": "smc", "alpha": float(args.alpha)})
     methods = {
         "base_plain": lambda s: plain(base, tok, prompts, e.n_samples, s),
         "mcmc": lambda s: mcmc(base, tok, prompts, e.n_samples, s),
-        "policy_plain": lambda s: plain(policy, tok, prompts, e.n_samples, s),
+        "smc": lambda s: smc(base, tok, prompts, e.n_samples, s),
     }
+    if policy is not None:
+        methods["policy_plain"] = lambda s: plain(policy, tok, prompts, e.n_samples, s)
     raw: dict[str, list[tuple[float, int, int]]] = {k: [] for k in methods}
     for r in range(args.repeats):  # alternate the methods so drift hits them alike
         for name, fn in methods.items():
@@ -67,6 +76,9 @@ def main() -> None:
     results = {"alpha": float(args.alpha), "prompts": len(prompts), "n_samples": e.n_samples,
                "mcmc": {"max_new_tokens": cfg.baselines.mcmc_max_new_tokens, "blocks": cfg.baselines.mcmc_blocks,
                         "steps": cfg.baselines.mcmc_steps},
+               "smc": {"max_new_tokens": cfg.baselines.mcmc_max_new_tokens, "particles": cfg.baselines.smc_particles,
+                       "ramp_tokens": cfg.baselines.smc_ramp_tokens},
+               "policy": policy_dir.name if policy is not None else None,
                "per_answer": per_answer, "raw": raw,
                "ratio_to_base_plain": {name: {k: v[k] / base_cost[k] for k in ("seconds", "tokens")}
                                        for name, v in per_answer.items()}}

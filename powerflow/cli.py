@@ -371,7 +371,8 @@ def _add_preset_parser(sub) -> None:
                "num_processes: null;\ntrain.steps and save_steps 2, prompts_per_step 2, num_generations 2, "
                "gradient_accumulation_steps\n1 or 2 (as the preset accumulates or not), max_completion_length 16; "
                "evaluate.backend transformers,\nn_samples 2, max_new_tokens 16, max_prompts_per_family 2, "
-               "diagnostics at most 2; baselines.mcmc_* cut;\ndata.source (--data) and evaluate.sources "
+               "diagnostics at most 2; baselines.mcmc_* and smc_particles cut;\ndata.source (--data) and "
+               "evaluate.sources "
                "(--source). Everything else is the preset's, validated as it is\nfirst (the GPU run's params), "
                "then with the overrides; it prints each value it changed.")
     apply.add_argument("name", help="preset name (see `powerflow preset list`)")
@@ -425,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(ev)
     target = ev.add_mutually_exclusive_group(required=True)
     target.add_argument("--run", help='"base", a sweep member such as alpha-4.0-la_tb-s0 (α, objective, seed), or a '
-                                      'baseline run: grpo, empo, mcmc-4.0, low_temperature-4.0, verbalized')
+                                      'baseline run: grpo, empo, mcmc-4.0, smc-4.0, low_temperature-4.0, verbalized')
     target.add_argument("--model-uri", help="a registered version, e.g. models:/powerflow-world@best-reasoning")
     ev.set_defaults(func=cmd_evaluate)
     _add_preset_parser(sub)

@@ -35,7 +35,7 @@ error there is the preset's and is reported as such), then with the overrides:
     train.max_completion_length, evaluate.max_new_tokens, baselines.mcmc_max_new_tokens   16
     evaluate.backend             transformers; evaluate.n_samples 2; max_prompts_per_family 2
     evaluate.diagnostics_*       at most 2 prompts (0 stays 0: off as the preset says) and 2 samples
-    baselines.mcmc_blocks/steps  at most 2
+    baselines.mcmc_blocks/steps  at most 2; baselines.smc_particles at most 2
     data.source                  FILE with --data (a .jsonl/.csv/.parquet file); data.columns stays
                                  the preset's, so a file without the preset's columns fails in
                                  `prepare` as the hub dataset would
@@ -317,6 +317,7 @@ CPU_EVAL_SAMPLES = 2
 CPU_PROMPTS_PER_FAMILY = 2
 CPU_DIAGNOSTICS = 2         # diagnostics prompts per family (when on) and samples
 CPU_MCMC = 2                # MCMC blocks and Metropolis-Hastings steps
+CPU_SMC_PARTICLES = 2       # Power-SMC particles per answer (2 still resample)
 
 
 @dataclass(frozen=True)
@@ -417,10 +418,11 @@ def cpu_evaluate_overrides(e, sources: dict[str, str]) -> dict[str, Any]:
 
 
 def cpu_baselines_overrides(b) -> dict[str, Any]:
-    """The `baselines:` values of the CPU check for a preset's BaselinesConfig `b` (MCMC cut short)."""
+    """The `baselines:` values of the CPU check for a preset's BaselinesConfig `b` (MCMC and Power-SMC
+    cut short; Power-SMC answers are mcmc_max_new_tokens long too)."""
     max_new_tokens = min(b.mcmc_max_new_tokens, CPU_MAX_TOKENS)
     return {"mcmc_max_new_tokens": max_new_tokens, "mcmc_blocks": min(b.mcmc_blocks, CPU_MCMC, max_new_tokens),
-            "mcmc_steps": min(b.mcmc_steps, CPU_MCMC)}
+            "mcmc_steps": min(b.mcmc_steps, CPU_MCMC), "smc_particles": min(b.smc_particles, CPU_SMC_PARTICLES)}
 
 
 def cpu_check_overlay(cfg, model: Path, data: str | None, sources: dict[str, str]) -> dict[str, dict[str, Any]]:

@@ -42,10 +42,11 @@ _BUILTIN_BASELINES = {
     "empo": "powerflow.baselines.trainers:EMPO",
     "low_temperature": "powerflow.sampling.temperature:LOW_TEMPERATURE",
     "mcmc": "powerflow.sampling.mcmc:MCMC",
+    "smc": "powerflow.sampling.smc:POWER_SMC",
     "verbalized": "powerflow.sampling.verbalized.sampler:VERBALIZED",
 }
 _BUILTIN_KINDS = {"grpo": "trained", "empo": "trained", "low_temperature": "inference", "mcmc": "inference",
-                  "verbalized": "always"}
+                  "smc": "inference", "verbalized": "always"}
 
 # Plugins loaded in this process: module name -> (objective or None, baseline or None).
 _PLUGINS: dict[str, tuple[Any, Any]] = {}

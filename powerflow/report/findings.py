@@ -20,6 +20,9 @@ ALIAS_ROLES = {
     "diversity": (OPEN_ENDED, "report.select_diversity_on", "open-ended (has <family>/coverage)"),
 }
 
+# The inference-time samplers of p_base^α itself: Power-Flow is compared with each at the same α.
+POWER_SAMPLERS = ("mcmc", "smc")
+
 
 def alias_families(records: Iterable[dict], select_on: str | None = None,
                    select_diversity_on: str | None = None) -> dict[str, str | None]:
@@ -52,8 +55,9 @@ def alias_family(records: Iterable[dict], role: str, named: str | None = None) -
 
 
 def method_findings(runs: list[dict], family: str | None = None) -> list[str]:
-    """Plain statements: did Power-Flow match MCMC power sampling's accuracy at a fraction of its
-    inference tokens; where does it stand against GRPO, EMPO, low temperature; which methods did not apply.
+    """Plain statements: did Power-Flow match the accuracy of MCMC power sampling and of Power-SMC at a
+    fraction of their inference tokens; where does it stand against GRPO, EMPO, low temperature; which
+    methods did not apply.
 
     The accuracies compared are `family`'s (the family best-reasoning is chosen on; by default the
     first answer-keyed family that ran, `alias_family`); with none, only the not-applicable sentences.
@@ -73,26 +77,28 @@ def method_findings(runs: list[dict], family: str | None = None) -> list[str]:
 
 
 def _method_comparisons(runs: list[dict], family: str) -> list[str]:
-    """`method_findings`' comparisons on `family`: Power-Flow against MCMC at the same α, and the best
-    Power-Flow run against GRPO, EMPO and low temperature."""
+    """`method_findings`' comparisons on `family`: Power-Flow against each power sampler (POWER_SAMPLERS:
+    MCMC, Power-SMC) at the same α, and the best Power-Flow run against GRPO, EMPO and low temperature."""
     out = []
     policies = [r for r in runs if r.get("method") == "power_flow"]
     acc, se, inf = f"{family}/accuracy_mean", f"{family}/accuracy_mean_se", f"{family}/inference_tokens_per_answer"
-    for mcmc in (r for r in runs if r.get("method") == "mcmc" and finite((r.get("metrics") or {}).get(acc))):
-        same = [p for p in policies if p.get("alpha") == mcmc.get("method_alpha")
+    samplers = [r for method in POWER_SAMPLERS for r in runs
+                if r.get("method") == method and finite((r.get("metrics") or {}).get(acc))]
+    for sampler in samplers:
+        same = [p for p in policies if p.get("alpha") == sampler.get("method_alpha")
                 and finite((p.get("metrics") or {}).get(acc))]
         if not same:
-            out.append(f"{method_label(mcmc)}: no Power-Flow run at the same α to compare with.")
+            out.append(f"{method_label(sampler)}: no Power-Flow run at the same α to compare with.")
             continue
         pf = _typical_policy(same, acc)
-        gap, sd = _gap(pf["metrics"], mcmc["metrics"], acc, se)
-        ratio = pf["metrics"].get(inf, math.nan) / mcmc["metrics"].get(inf, math.nan)
+        gap, sd = _gap(pf["metrics"], sampler["metrics"], acc, se)
+        ratio = pf["metrics"].get(inf, math.nan) / sampler["metrics"].get(inf, math.nan)
         verdict = "beat" if gap > 2 * sd else "matched" if gap >= -2 * sd else "did not match"
-        out.append(f"Power-Flow{_seed_note(pf, same)} {verdict} MCMC power sampling at "
-                   f"α={mcmc['method_alpha']:g}: {family} avg@n "
-                   f"{fmt(pf['metrics'][acc])} vs {fmt(mcmc['metrics'][acc])} ({gap:+.3f}, {_units(gap, sd)}), "
+        out.append(f"Power-Flow{_seed_note(pf, same)} {verdict} {method_label({'method': sampler['method']})} at "
+                   f"α={sampler['method_alpha']:g}: {family} avg@n "
+                   f"{fmt(pf['metrics'][acc])} vs {fmt(sampler['metrics'][acc])} ({gap:+.3f}, {_units(gap, sd)}), "
                    f"with {fmt(ratio, 2)}× its inference tokens per answer "
-                   f"({fmt(pf['metrics'].get(inf), 1)} vs {fmt(mcmc['metrics'].get(inf), 1)}).")
+                   f"({fmt(pf['metrics'].get(inf), 1)} vs {fmt(sampler['metrics'].get(inf), 1)}).")
     measured = [p for p in policies if finite((p.get("metrics") or {}).get(acc))]
     best = _typical_policy(measured, acc) if measured else None
     for other in (r for r in runs if r.get("method") in ("grpo", "empo", "low_temperature")

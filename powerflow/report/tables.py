@@ -306,7 +306,8 @@ def _not_applicable_row(cells: list[str], reason: str, width: int) -> str:
 
 
 def _methods_order(runs: list[dict]) -> list[dict]:
-    order = {"base": 0, "power_flow": 1, "low_temperature": 2, "mcmc": 3, "verbalized": 4, "grpo": 5, "empo": 6}
+    order = {"base": 0, "power_flow": 1, "low_temperature": 2, "mcmc": 3, "smc": 4, "verbalized": 5, "grpo": 6,
+             "empo": 7}
     return sorted(runs, key=lambda r: (order.get(r.get("method") or "power_flow", 9), r.get("alpha") or 0.0,
                                        r.get("method_alpha") or 0.0, r["name"]))
 

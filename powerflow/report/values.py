@@ -22,8 +22,8 @@ def method_label(run: dict) -> str:
     method = run.get("method") or ("base" if run.get("alpha") is None else "power_flow")
     alpha = run.get("alpha") if run.get("alpha") is not None else run.get("method_alpha")
     names = {"base": "base model", "power_flow": "Power-Flow", "low_temperature": "low temperature",
-             "mcmc": "MCMC power sampling", "verbalized": "verbalized sampling", "grpo": "GRPO (gold answers)",
-             "empo": "EMPO (semantic entropy)"}
+             "mcmc": "MCMC power sampling", "smc": "Power-SMC", "verbalized": "verbalized sampling",
+             "grpo": "GRPO (gold answers)", "empo": "EMPO (semantic entropy)"}
     label = names.get(method, method)
     if alpha is not None:
         label += f" α={alpha:g}"

@@ -177,6 +177,7 @@ def test_the_cpu_check_of_every_preset_validates_with_the_overrides(project, no_
     assert e.n_samples == 2 and e.max_new_tokens <= 16 and e.max_prompts_per_family == 2
     assert e.diagnostics_prompts <= 2 and e.diagnostics_samples == 2
     assert cfg.baselines.mcmc_max_new_tokens <= 16 and cfg.baselines.mcmc_blocks <= 2
+    assert cfg.baselines.smc_particles == min(gpu.baselines.smc_particles, 2)  # Power-SMC cut short too
 
     # the preset's own configuration is kept: an error in it still surfaces on the CPU
     assert cfg.sweep == gpu.sweep and cfg.report == gpu.report and cfg.tracking == gpu.tracking
