@@ -123,22 +123,42 @@ def read_results(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def chosen(results: list[dict], method: str) -> dict | None:
-    """The method's setting with the highest train-split reasoning accuracy (None without runs)."""
-    runs = [r for r in results if r["method"] == method]
-    return max(runs, key=lambda r: r["accuracy"]) if runs else None
+def setting_key(text: str) -> str:
+    """The setting without its seed: runs of one setting at several seeds are averaged."""
+    return " ".join(w for w in text.split() if not w.startswith("seed="))
+
+
+def by_setting(results: list[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        groups.setdefault(setting_key(r["setting"]), []).append(r)
+    return groups
+
+
+def mean_of(runs: list[dict], key: str) -> float:
+    return sum(r[key] for r in runs) / len(runs)
+
+
+def chosen(results: list[dict], method: str) -> str | None:
+    """The method's setting with the highest train-split reasoning accuracy, mean over its seeds."""
+    groups = {k: rs for k, rs in by_setting(results).items() if rs[0]["method"] == method}
+    return max(groups, key=lambda k: mean_of(groups[k], "accuracy")) if groups else None
 
 
 def table(results: list[dict]) -> str:
-    """Markdown: one row per setting, the chosen one of each method marked."""
-    best = {m: chosen(results, m) for m in ("grpo", "empo")}
-    lines = ["| setting | train-split accuracy (base) | open validity (base) | open coverage@16 (base) | "
-             "KL(p_base‖π) reasoning | KL(p_base‖π) open | train s | |", "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(results, key=lambda r: (r["method"], r["setting"])):
-        mark = "chosen" if best[r["method"]] is r else ""
-        lines.append(f"| {r['setting']} | {r['accuracy']:.3f} ({r['base_accuracy']:.3f}) | {r['validity']:.3f} "
-                     f"({r['base_validity']:.3f}) | {r['coverage']:.3f} ({r['base_coverage']:.3f}) | "
-                     f"{r['kl_base_reasoning']:.3f} | {r['kl_base_open']:.3f} | {r['train_s']:.0f} | {mark} |")
+    """Markdown: one row per setting (mean over its seeds), the chosen one of each method marked."""
+    best = {chosen(results, m) for m in ("grpo", "empo")}
+    lines = ["| setting | seeds | train-split accuracy (base) | open validity (base) | open coverage@16 (base) | "
+             "KL(p_base‖π) reasoning | KL(p_base‖π) open | train s | |", "|---|---|---|---|---|---|---|---|---|"]
+    for key, rs in sorted(by_setting(results).items()):
+        m = {k: mean_of(rs, k) for k in ("accuracy", "validity", "coverage", "kl_base_reasoning", "kl_base_open",
+                                          "train_s")}
+        spread = f" [{min(r['accuracy'] for r in rs):.3f}, {max(r['accuracy'] for r in rs):.3f}]" if len(rs) > 1 else ""
+        b = rs[0]
+        lines.append(f"| {key} | {len(rs)} | {m['accuracy']:.3f}{spread} ({b['base_accuracy']:.3f}) | "
+                     f"{m['validity']:.3f} ({b['base_validity']:.3f}) | {m['coverage']:.3f} ({b['base_coverage']:.3f}) | "
+                     f"{m['kl_base_reasoning']:.3f} | {m['kl_base_open']:.3f} | {m['train_s']:.0f} | "
+                     f"{'chosen' if key in best else ''} |")
     return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,7 @@ from powerflow.registry import baseline_names
 
 # The default lists; powerflow.registry holds every method that can be named (built-ins and plugins').
 TRAINED = ("grpo", "empo")  # training-time methods: fine-tuned, registered, evaluated like a policy
-INFERENCE = ("low_temperature", "mcmc")  # inference-time methods on the base model, one run per α
+INFERENCE = ("low_temperature", "mcmc", "smc")  # inference-time methods on the base model, one run per α
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ class BaselinesConfig:
     inference: tuple[str, ...] = field(
         default=INFERENCE,
         metadata={"help": "Inference-time baselines on the base model, one run per α in baselines.alphas: "
-                          "low_temperature (token-level temperature 1/α), mcmc (MCMC power sampling toward p^α)."},
+                          "low_temperature (token-level temperature 1/α), mcmc (MCMC power sampling toward p^α), "
+                          "smc (Power-SMC: sequential Monte Carlo toward p^α)."},
     )
     alphas: tuple[float, ...] = field(
         default=(4.0,), metadata={"help": "α of the inference-time methods (compare with the same α in sweep.alphas)."}

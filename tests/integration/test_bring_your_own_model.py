@@ -36,11 +36,11 @@ from tests.data.benchmark_files import write_coverageqa_json, write_records
 
 pytestmark = pytest.mark.slow
 
-RUNS = ("base", "alpha-2.0-la_tb-s0", "grpo", "empo", "low_temperature-2.0", "mcmc-2.0", "verbalized")
+RUNS = ("base", "alpha-2.0-la_tb-s0", "grpo", "empo", "low_temperature-2.0", "mcmc-2.0", "smc-2.0", "verbalized")
 SMALL = {
     "sweep": {"alphas": [2.0]},
-    "baselines": {"train": ["grpo", "empo"], "inference": ["low_temperature", "mcmc"], "alphas": [2.0],
-                  "verbalized_k": 2},
+    "baselines": {"train": ["grpo", "empo"], "inference": ["low_temperature", "mcmc", "smc"], "alphas": [2.0],
+                  "smc_particles": 2, "verbalized_k": 2},
     "evaluate": {"n_samples": 2, "max_new_tokens": 12, "max_prompts_per_family": 4, "n_examples": 1,
                  "diagnostics_prompts": 2, "diagnostics_samples": 2},
 }
