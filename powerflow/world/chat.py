@@ -62,7 +62,7 @@ def render_chat(messages: Sequence[dict], add_generation_prompt: bool = True) ->
     parts = []
     for message in messages:
         if message["role"] not in ROLE_MARKERS:
-            raise ValueError(f"role {message['role']!r}: the world chat template knows {', '.join(ROLES)}")
+            raise ValueError(f"role {message['role']!r}: the world chat template knows the roles {', '.join(ROLES)}")
         parts.append(f"{ROLE_MARKERS[message['role']]} {message['content'].strip()} ")
     return "".join(parts) + ("assistant:" if add_generation_prompt else "")
 
