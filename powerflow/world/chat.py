@@ -20,10 +20,11 @@ judge      the short judge prompt (`powerflow.eval.judge.short_judge_prompt`) an
 
 Instruction phrases: each fixed instruction the pipeline sends (the VS system prompts and the
 VS-Multi follow-up) is ONE token of the vocabulary, registered as an added token so the tokenizer
-finds it in the raw text before splitting on spaces. Word by word they are 82–101 tokens; as one
-token a VS document is ≤ 80 tokens (a third VS-Multi turn) and most are ≤ 32, so pretraining stays
-a few minutes (measured: docs/design.md §3.3). A prompt whose instructions differ (another k, a
-threshold τ, the tagged format) is not one the world was taught: its words are <unk>.
+finds it in the raw text before splitting on spaces. Word by word they are 82–101 tokens (a VS
+document 111–212); as one token a VS document is at most 67 tokens (a third VS-Multi turn), which
+keeps pretraining within a small multiple of the non-chat base's time (docs/design.md §3.3). A
+prompt whose instructions differ (another k, a threshold τ, the tagged format) is not one the
+world was taught: its words are <unk>.
 """
 
 from __future__ import annotations
