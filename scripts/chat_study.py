@@ -141,14 +141,42 @@ def verbalized(model, tokenizer, world, n: int = 16) -> dict:
         out[f"{name}/validity"] = sum(validity) / len(validity)
         out[f"{name}/coverage@{n}"] = sum(coverage) / len(coverage)
         out[f"{name}/distinct_valid@{n}"] = sum(distinct) / len(distinct)
-        flat = Counter(t.strip() for texts in per_prompt for t in texts)
-        out[f"{name}/top_answer_share"] = flat.most_common(1)[0][1] / sum(flat.values())
+        tops = [Counter(t.strip() for t in texts).most_common(1)[0][1] / len(texts) for texts in per_prompt]
+        out[f"{name}/top_answer_share"] = sum(tops) / len(tops)  # per prompt, then averaged
+    out.update(teacher_verbalized(world, open_rows, n))
     out["vs_standard/example"] = generate_completions(
         model, tokenizer, [__import__("powerflow.sampling.verbalized", fromlist=["x"]).render_prompt(
             tokenizer, __import__("powerflow.sampling.verbalized", fromlist=["x"]).build_messages(
                 "vs_standard", open_rows[0]["prompt"], VerbalizedConfig(k=world.chat_k)))],
         n=1, greedy=True, max_new_tokens=40, batch_size=1, progress=False)[0][0].text
     return out
+
+
+def teacher_verbalized(world, open_rows, n: int, repeats: int = 50) -> dict:
+    """The same VS-Standard draw from the teacher's own replies (what a perfect student would give)."""
+    import math as _math
+
+    from powerflow.sampling.verbalized import sample_verbalized
+    from powerflow.world.grading import grade
+    from powerflow.world.teacher import verbalized_candidates
+
+    rng = random.Random(0)
+    validity, coverage, tops = [], [], []
+    for _ in range(repeats):
+        for row in open_rows:
+            category = row["prompt"].split()[-2]
+            answers = []
+            for _ in range(_math.ceil(n / world.chat_k)):
+                candidates = verbalized_candidates(world, category, rng)
+                total = sum(p for _, p in candidates)
+                answers += [sample_verbalized([(a, p / total) for a, p in candidates], rng) for _ in range(world.chat_k)]
+            answers = answers[:n]
+            grades = [grade("open_ended", row["answer"], a) for a in answers]
+            validity.append(sum(g.valid for g in grades) / n)
+            coverage.append(len({g.extracted for g in grades if g.valid}) / len(row["answer"]))
+            tops.append(Counter(answers).most_common(1)[0][1] / n)
+    return {"teacher_vs/validity": sum(validity) / len(validity), f"teacher_vs/coverage@{n}": sum(coverage) / len(coverage),
+            "teacher_vs/top_answer_share": sum(tops) / len(tops)}
 
 
 def judge(directory, world) -> dict:
