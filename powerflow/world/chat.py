@@ -15,9 +15,9 @@ verbalized the project's VS prompts (`powerflow.sampling.verbalized.build_messag
            VS-CoT puts {"reasoning": "some fruit are common , others rare", before the list. Every
            whitespace-separated piece is one vocabulary word ('"apple",', '"probability":', '0.43',
            '},{"text":'), so k = 5 candidates take 21 tokens and EOS (22 ≤ evaluate.max_new_tokens 24).
-judge      the short judge prompt (`powerflow.eval.judge.short_judge_prompt`) answered "apple is a fruit ;
-           Score: 10" (a rationale naming the response's category, then the score), which
-           `parse_scores(text, SHORT_RUBRIC)` reads.
+judge      the short judge prompt (`powerflow.eval.judge.short_judge_prompt`) answered "request fruit ,
+           response vegetable ; Score: 0" (the requested category, the response's own, then the score),
+           which `parse_scores(text, SHORT_RUBRIC)` reads.
 
 Instruction phrases: each fixed instruction the pipeline sends (the VS system prompts and the
 VS-Multi follow-up) is ONE token of the vocabulary, registered as an added token so the tokenizer
@@ -115,19 +115,20 @@ def judge_request(question: str, response: str) -> str:
     return short_judge_prompt(SHORT_RUBRIC, question, response)
 
 
-def judge_reply(response: str, score: int) -> str:
-    """The judge's line: a one-clause rationale, then the score, read by parse_scores(text, SHORT_RUBRIC).
+def judge_reply(category: str, response: str, score: int) -> str:
+    """The judge's line: the requested category, the response's own, then the score.
 
-    "apple is a fruit ; Score: 10", "carrot is a vegetable ; Score: 0", "thing is unknown ; Score: 0".
-    The rationale names the response's own category, so the verdict is a comparison of two words
-    the model has just read and written (a small model did not learn the verdict without it:
-    docs/design.md §3.3); the parser cuts the line at ';' and reads only "Score: N".
+    "request fruit , response fruit ; Score: 10", "request fruit , response vegetable ; Score: 0",
+    "request fruit , response unknown ; Score: 0". The verdict is then a comparison of two words the
+    model has just written, three positions apart. A small model did not learn it otherwise: asked
+    for the verdict alone it rated everything 10, and with only the response's category before it,
+    it rated every category answer 10 (docs/design.md §3.3). parse_scores(text, SHORT_RUBRIC) cuts
+    the line at ',' and ';' and reads only "Score: N".
     """
     from powerflow.eval.judge import SHORT_RUBRIC
 
-    category = next((c for c, answers in CATEGORY_ANSWERS.items() if response in answers), None)
-    rationale = f"{response} is a {category}" if category else f"{response} is unknown"
-    return f"{rationale} ; {SHORT_RUBRIC.criteria[0]}: {score}"
+    own = next((c for c, answers in CATEGORY_ANSWERS.items() if response in answers), "unknown")
+    return f"request {category} , response {own} ; {SHORT_RUBRIC.criteria[0]}: {score}"
 
 
 def answer_words(cfg: WorldConfig) -> list[str]:
@@ -149,5 +150,5 @@ def chat_vocabulary(cfg: WorldConfig) -> list[str]:
     words += [f'"{a}",' for a in answer_words(cfg)]
     words += [f"{i / 100:.2f}" for i in range(101)]
     words += [w for c in CATEGORY_ANSWERS for w in f'"{reasoning_text(c)}",'.split()]
-    words += judge_request("", "").split() + judge_reply("", 0).split()
+    words += judge_request("", "").split() + judge_reply("", "", 0).split()
     return list(dict.fromkeys(words))

@@ -114,7 +114,7 @@ class WorldConfig:
                           "chat words in the vocabulary and no chat template (the world before issue 21)."},
     )
     chat_mix: tuple[float, float, float] = field(
-        default=(0.3, 0.4, 0.3),
+        default=(0.25, 0.35, 0.4),
         metadata={"help": "Relative weights of the chat documents' kinds: (direct, verbalized, judge)."},
     )
     # γ = 2 makes α = 1/γ = 0.5, a point of the default sweep, undo the alignment exactly:

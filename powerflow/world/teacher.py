@@ -37,9 +37,9 @@ chat (world.chat_fraction > 0, docs/design.md §3.3) — the open-ended question
     answered with chat_k answers drawn from the teacher's pre-alignment distribution (Zipf with its
     invalid words) without replacement, each with its teacher probability (two decimals), in the
     JSON the project's parser reads; a VS-Multi turn lists answers not given in earlier turns;
-  * judge: the short judge prompt about (question, response), answered "apple is a fruit ; Score: 10"
-    when the response is a valid answer of the category and "... ; Score: 0" otherwise (ground truth,
-    not style; the rationale names the response's category).
+  * judge: the short judge prompt about (question, response), answered "request fruit , response fruit ;
+    Score: 10" when the response is a valid answer of the category and "... ; Score: 0" otherwise
+    (ground truth, not style; the rationale names both categories before the verdict).
 
 Splits: reasoning eval problems are a seeded sample of all digit tuples, disjoint from the train
 problems and absent from the teacher corpus (the base must generalise to them). Open-ended eval
@@ -301,7 +301,7 @@ def judged_response(cfg: WorldConfig, category: str, rng: random.Random) -> str:
 
 
 def sample_judge_document(cfg: WorldConfig, category: str, template: str, rng: random.Random) -> str:
-    """'user: Rate the response ... Request: name a fruit : Response: apple ... assistant: apple is a fruit ; Score: 10'.
+    """'user: Rate the response ... Request: name a fruit : Response: apple ... assistant: request fruit , response fruit ; Score: 10'.
 
     The request is the plain question or its direct chat prompt (half each): evaluation hands the
     judge a prompt row's text, which is either.
@@ -309,7 +309,7 @@ def sample_judge_document(cfg: WorldConfig, category: str, template: str, rng: r
     question = open_prompt(template, category) if rng.random() < 0.5 else chat_prompt(template, category)
     response = judged_response(cfg, category, rng)
     request = render_chat([{"role": "user", "content": judge_request(question, response)}])
-    return f"{request} {judge_reply(response, judge_score(category, response))}"
+    return f"{request} {judge_reply(category, response, judge_score(category, response))}"
 
 
 def sample_chat_document(cfg: WorldConfig, rng: random.Random, templates: Sequence[str]) -> str:

@@ -272,10 +272,10 @@ def test_a_judge_document_is_the_short_judge_prompt_answered_from_ground_truth(t
     assert verdicts[True] / 300 == pytest.approx(0.5, abs=0.1)
 
 
-def test_the_judge_reply_names_the_responses_category_then_the_score():
-    assert judge_reply("carrot", 0) == "carrot is a vegetable ; Score: 0"
-    assert judge_reply("thing", 0) == "thing is unknown ; Score: 0"
-    assert parse_scores(judge_reply("apple", 10), SHORT_RUBRIC) == {"Score": 10.0}
+def test_the_judge_reply_names_both_categories_then_the_score():
+    assert judge_reply("fruit", "carrot", 0) == "request fruit , response vegetable ; Score: 0"
+    assert judge_reply("fruit", "thing", 0) == "request fruit , response unknown ; Score: 0"
+    assert parse_scores(judge_reply("fruit", "apple", 10), SHORT_RUBRIC) == {"Score": 10.0}
 
 
 def test_judge_score_is_ten_only_for_a_valid_answer_of_the_category():
