@@ -106,16 +106,18 @@ class WorldConfig:
                                        "and chat)."}
     )
     # Chat documents (powerflow.world.chat, docs/design.md §3.3) are taken from the open-ended share, so the
-    # reasoning documents (and the base's arithmetic) keep their count. 0.2 leaves 30 % open-ended documents.
+    # reasoning documents (and the base's arithmetic) keep their count. 0.3 leaves 20 % open-ended documents;
+    # at 0.2 (with fewer judge documents) the base never learned the judge's verdict.
     chat_fraction: float = field(
-        default=0.2,
+        default=0.3,
         metadata={"help": "Share of chat documents in the teacher corpus (direct, verbalized and judge requests in "
                           "the world's chat template), taken from the open-ended share. 0: no chat documents, no "
                           "chat words in the vocabulary and no chat template (the world before issue 21)."},
     )
     chat_mix: tuple[float, float, float] = field(
-        default=(0.25, 0.35, 0.4),
-        metadata={"help": "Relative weights of the chat documents' kinds: (direct, verbalized, judge)."},
+        default=(0.2, 0.3, 0.5),
+        metadata={"help": "Relative weights of the chat documents' kinds: (direct, verbalized, judge); the judge's "
+                          "verdict needs the most documents to be learned."},
     )
     # γ = 2 makes α = 1/γ = 0.5, a point of the default sweep, undo the alignment exactly:
     # (p_teacher^γ)^(1/γ) ∝ p_teacher.

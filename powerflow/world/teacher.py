@@ -348,7 +348,7 @@ def world_prompt_rows(cfg: WorldConfig, families: Sequence[str] = DEFAULT_FAMILI
     if unknown:
         raise ValueError(f"unknown world families {unknown}: the world has {', '.join(FAMILIES)}")
     if "chat" in families and cfg.chat_fraction == 0:
-        raise ValueError("the chat family needs chat documents: set world.chat_fraction > 0 (0.2 by default)")
+        raise ValueError("the chat family needs chat documents: set world.chat_fraction > 0 (0.3 by default)")
     rows: list[dict] = []
     train, eval_ = reasoning_split(cfg)
     for split, problems in (("train", train), ("eval", eval_)) if "reasoning" in families else ():
