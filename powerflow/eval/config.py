@@ -72,6 +72,12 @@ class EvalConfig:
         metadata={"help": "LLM judge of creative quality: a local transformers model name/path, or "
                           "openai:<base_url>#<model> for an OpenAI-compatible server; null: no judge."},
     )
+    judge_scheme: str = field(
+        default="creative_writing",
+        metadata={"help": "The judge's rubric and prompt (powerflow.eval.judge.JUDGE_SCHEMES): creative_writing (12 "
+                          "criteria on 0-20, EQ-Bench style) or short (one 'Score: N' line on 0-10, a four-line "
+                          "prompt small chat models follow, the embedded world's included)."},
+    )
     judge_max_new_tokens: int = field(
         default=400, metadata={"help": "Tokens a local judge may write per answer (its analysis and the scores)."}
     )
@@ -102,6 +108,8 @@ class EvalConfig:
             )
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"{section}.top_p={self.top_p}: must be in (0, 1]; use 1.0 to disable nucleus sampling.")
+        if self.judge_scheme not in ("creative_writing", "short"):
+            raise ConfigError(f"{section}.judge_scheme={self.judge_scheme!r}: use creative_writing or short.")
         if self.seed < 0:
             raise ConfigError(f"{section}.seed={self.seed}: use a seed >= 0.")
         if self.max_prompts_per_family is not None and self.max_prompts_per_family < 1:

@@ -106,6 +106,7 @@ class Scoring:
     embedder: Any = None  # a sentence-transformers model: semantic diversity (None: not computed)
     judge: Any = None  # powerflow.eval.judge judge: creative quality (None: not computed)
     rubric: Any = None  # the judge's rubric (None: the judge module's creative-writing default)
+    judge_prompt: Any = None  # (rubric, request, response) -> instruction (None: the creative-writing prompt)
     sampler: Sampler | None = None  # None: plain sampling at cfg.temperature / cfg.top_p
 
 
@@ -349,10 +350,11 @@ def creative_quality(rows: list[dict], sampled: list[list[dict]], scoring: Scori
     """
     if scoring.judge is None:
         return {}
-    from powerflow.eval.judge import CREATIVE_WRITING_RUBRIC, judge_quality
+    from powerflow.eval.judge import CREATIVE_WRITING_RUBRIC, judge_prompt, judge_quality
 
     items = [(row["prompt"], g["completion"]) for row, per_prompt in zip(rows, sampled) for g in per_prompt]
-    result = judge_quality(scoring.judge, scoring.rubric or CREATIVE_WRITING_RUBRIC, items)
+    result = judge_quality(scoring.judge, scoring.rubric or CREATIVE_WRITING_RUBRIC, items,
+                           prompt=scoring.judge_prompt or judge_prompt)
     return {"quality": result.mean, "quality_se": result.se, "judge_failures": result.n_failures / len(items)}
 
 

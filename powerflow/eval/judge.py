@@ -20,6 +20,10 @@ of the criteria required; v3 keeps any parsed line) and a parse failure counted,
 Judges share one interface, `complete(prompts) -> texts`, greedy / temperature 0:
 `TransformersJudge` (a local `transformers` model) and `OpenAICompatibleJudge` (a chat-completions
 server such as vLLM's). `judge_from_config` builds either from the `evaluate.judge` string.
+
+A second, short scheme (`SHORT_RUBRIC`, `short_judge_prompt`: one "Score: N" line on 0–10, a
+four-line prompt) serves small chat models, the embedded world's included; `evaluate.judge_scheme`
+picks `creative_writing` (the default) or `short` (`JUDGE_SCHEMES`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -162,6 +166,49 @@ def judge_prompt(rubric: Rubric, writing_prompt: str, response: str) -> str:
         *rubric.criteria,
     ]
     return "\n".join(lines)
+
+
+# A short rubric any chat model can follow, the embedded world's included (docs/design.md §3.3): one
+# criterion, one "Score: N" line, 0..10. The creative-writing prompt above is ~300 words, more than the
+# world model's context holds.
+SHORT_RUBRIC = Rubric(criteria=("Score",), max_score=10.0)
+
+
+def short_judge_prompt(rubric: Rubric, request: str, response: str) -> str:
+    """A short instruction for one (request, response) pair: rate it, answer with one "Score: N" line.
+
+    Four lines: the scale, the request, the response, the answer format ("Score: <number>" for
+    SHORT_RUBRIC; one "Name: <number>" line per criterion for a rubric of several).
+    """
+    top = f"{rubric.max_score:g}"
+    answer = " ".join(f"{c}: <number>" for c in rubric.criteria)
+    return "\n".join([
+        f"Rate the response to the request from 0 to {top} ({top}: a good response, 0: a wrong one).",
+        f"Request: {request.strip()}",
+        f"Response: {response.strip()}",
+        f"Reply with one line: {answer}",
+    ])
+
+
+@dataclass(frozen=True)
+class JudgeScheme:
+    """A rubric and the prompt that asks for it: what `evaluate.judge_scheme` names."""
+
+    rubric: Rubric
+    prompt: Callable[[Rubric, str, str], str]
+
+
+JUDGE_SCHEMES = {
+    "creative_writing": JudgeScheme(CREATIVE_WRITING_RUBRIC, judge_prompt),
+    "short": JudgeScheme(SHORT_RUBRIC, short_judge_prompt),
+}
+
+
+def judge_scheme(name: str) -> JudgeScheme:
+    """The scheme named in `evaluate.judge_scheme` (creative_writing or short)."""
+    if name not in JUDGE_SCHEMES:
+        raise ConfigError(f"evaluate.judge_scheme={name!r}: use one of {', '.join(JUDGE_SCHEMES)}.")
+    return JUDGE_SCHEMES[name]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,14 +510,17 @@ class JudgeResult:
     raw: list[str]  # the judge's outputs, in item order, to inspect failures
 
 
-def judge_quality(judge: Judge, rubric: Rubric, items: Sequence[tuple[str, str]]) -> JudgeResult:
+def judge_quality(judge: Judge, rubric: Rubric, items: Sequence[tuple[str, str]],
+                  prompt: Callable[[Rubric, str, str], str] = judge_prompt) -> JudgeResult:
     """Ask the judge about every (writing_prompt, response) item and average the parsed qualities.
+
+    `prompt` writes each instruction (`judge_prompt`, the creative-writing one, or `short_judge_prompt`).
 
         mean = (1/m) Σ_{i parsed} q_i,   se = s / √m   (m = parsed items, `mean_and_standard_error`)
     """
     if not items:
         raise ValueError("judge_quality needs at least one (writing_prompt, response) item")
-    raw = judge.complete([judge_prompt(rubric, prompt, response) for prompt, response in items])
+    raw = judge.complete([prompt(rubric, request, response) for request, response in items])
     if len(raw) != len(items):
         raise RuntimeError(f"the judge returned {len(raw)} outputs for {len(items)} prompts")
     qualities: list[float | None] = []

@@ -81,6 +81,7 @@ def eval_suite(cfg: EvalConfig, prepared: PreparedSplit | None = None, project_r
             same_answer=lambda family, a, b: graders[family].same(a, b),
             embedder=_embedder(cfg, graders),
             judge=_judge(cfg, graders),
+            **_judge_scheme(cfg),
         )
         yield Suite(rows=rows, grade=family_grader(graders), scoring=scoring, answer_kinds=kinds,
                     benchmarks=benchmarks)
@@ -114,3 +115,13 @@ def _judge(cfg: EvalConfig, graders: dict[str, AnswerKind]):
     from powerflow.eval.judge import judge_from_config
 
     return judge_from_config(cfg.judge, max_new_tokens=cfg.judge_max_new_tokens)
+
+
+def _judge_scheme(cfg: EvalConfig) -> dict:
+    """Scoring's rubric and judge_prompt from evaluate.judge_scheme (the creative-writing default needs none)."""
+    if cfg.judge_scheme == "creative_writing":
+        return {}
+    from powerflow.eval.judge import judge_scheme
+
+    scheme = judge_scheme(cfg.judge_scheme)
+    return {"rubric": scheme.rubric, "judge_prompt": scheme.prompt}

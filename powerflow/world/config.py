@@ -1,7 +1,7 @@
 """Settings of the embedded world (params.yaml `world:`) and of its base model's pretraining (`base:`).
 
-The world is docs/design.md section 3: a tokenizer, a noisy teacher that writes the pretraining corpus,
-and two prompt families with answer keys. Every field below is read by `teacher.py`,
+The world is docs/design.md section 3: a tokenizer (with a chat template when world.chat_fraction > 0), a
+noisy teacher that writes the pretraining corpus, and prompt families with answer keys. Every field below is read by `teacher.py`,
 `tokenizer.py` or `pretrain.py`; changing one changes the world, so DVC tracks both sections.
 """
 
@@ -102,7 +102,37 @@ class WorldConfig:
     # open-ended documents sharpen the category (less mass on other categories' answers, which
     # p^α with α < 1 amplifies).
     reasoning_fraction: float = field(
-        default=0.5, metadata={"help": "Share of reasoning documents in the teacher corpus (the rest open-ended)."}
+        default=0.5, metadata={"help": "Share of reasoning documents in the teacher corpus (the rest open-ended "
+                                       "and chat)."}
+    )
+    # Chat documents (powerflow.world.chat, docs/design.md §3.3) are taken from the open-ended share, so the
+    # reasoning documents (and the base's arithmetic) keep their count. 0.3 leaves 20 % open-ended documents;
+    # at 0.2 (with fewer judge documents) the base never learned the judge's verdict.
+    chat_fraction: float = field(
+        default=0.3,
+        metadata={"help": "Share of chat documents in the teacher corpus (direct, verbalized and judge requests in "
+                          "the world's chat template), taken from the open-ended share. 0: no chat documents, no "
+                          "chat words in the vocabulary and no chat template (the world before issue 21)."},
+    )
+    chat_mix: tuple[float, float, float] = field(
+        default=(0.2, 0.3, 0.5),
+        metadata={"help": "Relative weights of the chat documents' kinds: (direct, verbalized, judge); the judge's "
+                          "verdict needs the most documents to be learned."},
+    )
+    # γ = 2 makes α = 1/γ = 0.5, a point of the default sweep, undo the alignment exactly:
+    # (p_teacher^γ)^(1/γ) ∝ p_teacher.
+    alignment_gamma: float = field(
+        default=2.0,
+        metadata={"help": "γ > 1 of the aligned chat style: a direct chat request is answered with p_aligned(a) ∝ "
+                          "p_teacher(a)^γ (mode collapse); γ = 2 puts 77 % on the top answer against the teacher's 42 %."},
+    )
+    chat_k: int = field(
+        default=5,
+        metadata={"help": "Candidates per verbalized reply the corpus teaches (the VS prompts' k; match "
+                          "baselines.verbalized_k)."},
+    )
+    chat_turns: int = field(
+        default=3, metadata={"help": "Turns of the VS-Multi conversations the corpus teaches (the VS prompts' turns)."}
     )
 
     def __post_init__(self):
@@ -131,6 +161,21 @@ class WorldConfig:
                 raise ConfigError(f"{section}.{name}={value}: must be a probability in [0, 1).")
         if not 0 < self.reasoning_fraction:
             raise ConfigError(f"{section}.reasoning_fraction must be > 0.")
+        if not (math.isfinite(self.chat_fraction) and 0 <= self.chat_fraction < 1 - self.reasoning_fraction):
+            raise ConfigError(
+                f"{section}.chat_fraction={self.chat_fraction}: must be in [0, 1 - reasoning_fraction) = "
+                f"[0, {1 - self.reasoning_fraction:g}) (chat documents are taken from the open-ended share)."
+            )
+        if len(self.chat_mix) != 3 or any(not (math.isfinite(w) and w >= 0) for w in self.chat_mix) \
+                or sum(self.chat_mix) <= 0:
+            raise ConfigError(f"{section}.chat_mix={list(self.chat_mix)}: give three weights >= 0, not all 0 "
+                              "(direct, verbalized, judge).")
+        if not (math.isfinite(self.alignment_gamma) and self.alignment_gamma >= 1):
+            raise ConfigError(f"{section}.alignment_gamma={self.alignment_gamma}: must be >= 1 (1: no alignment; "
+                              "2 by default).")
+        if not 1 <= self.chat_k <= 10 or not 1 <= self.chat_turns <= 5:
+            raise ConfigError(f"{section}.chat_k={self.chat_k}, chat_turns={self.chat_turns}: use chat_k in 1..10 "
+                              "and chat_turns in 1..5 (a reply and a conversation must fit the model's context).")
         for name in ("guess_offsets", "step_error_offsets"):
             offsets = getattr(self, name)
             if not offsets or any(o == 0 or abs(o) > 5 for o in offsets):

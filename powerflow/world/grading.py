@@ -1,11 +1,11 @@
-"""Answer extraction and grading for the world's two prompt families.
+"""Answer extraction and grading for the world's prompt families.
 
 reasoning: every teacher completion ends in the fixed format "answer N" (N a non-negative
   integer). The extracted answer is N of the last "answer N" in the completion, as a canonical
   integer string ("07" → "7"); valid = that format was found; correct = extracted == gold.
-open_ended: the completion is normalised (EOS text removed, whitespace stripped, lower-cased,
-  trailing punctuation dropped); valid = the result is one of the valid answers (normalised the
-  same way); correct = valid.
+open_ended and chat (the same questions as direct chat requests): the completion is normalised (EOS
+  text removed, whitespace stripped, lower-cased, trailing punctuation dropped); valid = the result is
+  one of the valid answers (normalised the same way); correct = valid.
 
 As answer kinds of the registry (powerflow.eval.grading): `IntegerAnswers` ("world_integer") and
 `ValidAnswerList` ("world_open"). Only the world's own prompt rows are given these kinds.
@@ -21,7 +21,7 @@ from typing import Any
 
 from powerflow.eval.grading import NO_ANSWER, OPEN_ENDED, REASONING, AnswerKind, Grade, decoded_key
 
-FAMILIES = ("reasoning", "open_ended")
+FAMILIES = ("reasoning", "open_ended", "chat")
 # The last "answer <integer>" wins; a token must follow "answer" as a whole word.
 _ANSWER = re.compile(r"(?<![\w])answer\s+(-?\d+)(?![\w])")
 _EOS_TEXT = "</s>"
@@ -45,7 +45,7 @@ def grade(family: str, answer: str | int | Iterable[str], completion: str) -> Gr
         extracted = extract_reasoning_answer(completion)
         gold = str(int(str(answer).strip()))
         return Grade(valid=extracted is not None, correct=extracted == gold, extracted=extracted)
-    if family == "open_ended":
+    if family in ("open_ended", "chat"):
         if isinstance(answer, str):
             raise TypeError("open_ended answer key must be a list of valid answers, not one string")
         extracted = normalize_open_answer(completion)

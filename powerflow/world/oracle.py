@@ -6,7 +6,9 @@ The world's teacher writes a small, known set of completions per prompt (powerfl
              worked path "work a + b = r₁ , r₁ + c = r₂ , answer r₂" whose steps are right or off by
              one of the teacher's step-error offsets (the error propagates, as the teacher writes it),
              with at most world.oracle_max_errors wrong steps (every path of the default family);
-  open_ended every one-word answer of every category, plus the invalid words.
+  open_ended every one-word answer of every category, plus the invalid words;
+  chat       the same one-word answers after the direct chat prompt 'user: name a fruit : assistant:'
+             (the teacher answers it in its aligned style, p_aligned ∝ p_teacher^γ, but over the same words).
 
 The base model is a neural network, so it also puts a little mass elsewhere; that mass is measured
 and reported as the *bound* (1 − Σ_{y∈S} p_base(y|q)): every number below is exact on the support S
@@ -103,9 +105,9 @@ def support_of(cfg: WorldConfig, row: dict) -> list[SupportItem]:
     """The support of one prepared prompt row (family, prompt, answer)."""
     if row["family"] == "reasoning":
         return reasoning_support(cfg, prompt_digits(row["prompt"]))
-    if row["family"] == "open_ended":
+    if row["family"] in ("open_ended", "chat"):
         return open_support(cfg, list(row["answer"]))
-    raise ValueError(f"no oracle for prompt family {row['family']!r}: the world has reasoning and open_ended")
+    raise ValueError(f"no oracle for prompt family {row['family']!r}: the world has reasoning, open_ended and chat")
 
 
 @torch.no_grad()
@@ -298,9 +300,9 @@ def policy_distance(supports: Sequence[PromptSupport], policy_model, tokenizer, 
         kl = float((log_t.exp() * (log_t - log_pi)).sum())
         mass = float(log_pi.exp().sum())
         m = distribution_metrics(s.row["family"], log_pi, s.items, n_samples)
-        if s.row["family"] == "open_ended":  # coverage and KL as if π were renormalised on S
+        if s.row["family"] != "reasoning":  # coverage and KL as if π were renormalised on S
             m.update({k: v for k, v in distribution_metrics(
-                "open_ended", log_pi - math.log(max(mass, 1e-300)), s.items, n_samples).items() if k != "validity"})
+                s.row["family"], log_pi - math.log(max(mass, 1e-300)), s.items, n_samples).items() if k != "validity"})
         length = float((log_pi.exp() * s.length).sum()) / max(mass, 1e-300)
         m.update({"kl_target": kl, "mass": mass, "length": length})
         per_family.setdefault(s.row["family"], []).append(m)

@@ -29,8 +29,11 @@ from powerflow.world.tokenizer import build_tokenizer
 # Longest teacher completion is 16 tokens with EOS (3 operands); the default generation length
 # leaves room for that and for a policy that rambles a little (4 operands need 22).
 DEFAULT_MAX_NEW_TOKENS = 24
-# Longest document: 12 prompt tokens + 22 completion tokens + EOS < 64 positions.
-MAX_POSITIONS = 64
+# Longest document: 12 prompt tokens + 22 completion tokens + EOS < 64 positions for the prompt families;
+# a chat document is up to 67 tokens (a third VS-Multi turn, powerflow.world.chat), and a VS prompt with
+# k = 5 candidates over three turns needs about 80. Positions add no weights (rotary embeddings), so
+# the non-chat base is the same model either way.
+MAX_POSITIONS = 128
 
 
 def build_base_model(vocab_size: int, cfg: PretrainConfig, eos_token_id: int, pad_token_id: int):

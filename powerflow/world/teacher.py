@@ -28,6 +28,19 @@ long-completion reasoning (opt-in: world.max_operands, issue 20) — "Q d1 3 d2 
   operands). p_base^α then puts its mass on answers of very different lengths: short guesses and
   long worked solutions.
 
+chat (world.chat_fraction > 0, docs/design.md §3.3) — the open-ended questions in the world's chat
+  template (powerflow.world.chat), in three kinds of document:
+  * direct: "user: name a fruit : assistant: apple", answered in an ALIGNED style that over-weights
+    the typical answer, p_aligned(a) ∝ p_teacher(a)^γ (γ = alignment_gamma > 1: mode collapse, as the
+    Verbalized Sampling paper attributes to alignment). The "chat" prompt rows are these prompts;
+  * verbalized: the project's VS-Standard, VS-CoT and VS-Multi prompts for the same questions,
+    answered with chat_k answers drawn from the teacher's pre-alignment distribution (Zipf with its
+    invalid words) without replacement, each with its teacher probability (two decimals), in the
+    JSON the project's parser reads; a VS-Multi turn lists answers not given in earlier turns;
+  * judge: the short judge prompt about (question, response), answered "request fruit , response fruit ;
+    Score: 10" when the response is a valid answer of the category and "... ; Score: 0" otherwise
+    (ground truth, not style; the rationale names both categories before the verdict).
+
 Splits: reasoning eval problems are a seeded sample of all digit tuples, disjoint from the train
 problems and absent from the teacher corpus (the base must generalise to them). Open-ended eval
 prompts use held-out paraphrases (`open_eval_templates`) of the same categories; all paraphrases
@@ -45,7 +58,22 @@ import itertools
 import random
 from collections.abc import Sequence
 
+from powerflow.world.chat import (
+    JUDGE_SCORES,
+    ROLE_MARKERS,
+    VERBALIZED_METHODS,
+    judge_reply,
+    judge_request,
+    reasoning_text,
+    render_chat,
+    verbalized_config,
+    verbalized_reply,
+)
 from powerflow.world.config import CATEGORY_ANSWERS, CATEGORY_SLOT, WorldConfig
+
+# Families of world_prompt_rows: those the pipeline uses by default, and every one the world has.
+DEFAULT_FAMILIES = ("reasoning", "open_ended")
+FAMILIES = ("reasoning", "open_ended", "chat")
 
 # Markers and symbols of the reasoning family, in the order the tokenizer lists them.
 REASONING_WORDS = ("Q", "+", "=", ",", "guess", "work", "answer")
@@ -187,19 +215,143 @@ def sample_open_completion(cfg: WorldConfig, category: str, rng: random.Random) 
 
 
 # ---------------------------------------------------------------------------------------------
+# Chat family (docs/design.md §3.3; the format is powerflow.world.chat)
+
+
+def chat_prompt(template: str, category: str) -> str:
+    """'user: name a fruit : assistant:', the direct chat request of an open-ended question."""
+    return render_chat([{"role": "user", "content": open_prompt(template, category)}])
+
+
+def aligned_answer_distribution(cfg: WorldConfig, category: str) -> dict[str, float]:
+    """The aligned style of a direct chat reply: the teacher's distribution sharpened by γ.
+
+        p_aligned(a) = p_teacher(a)^γ / Σ_b p_teacher(b)^γ,   γ = world.alignment_gamma
+
+    so p_aligned^(1/γ) ∝ p_teacher: α = 1/γ undoes the alignment exactly.
+    """
+    teacher = open_answer_distribution(cfg, category)
+    weights = {a: p ** cfg.alignment_gamma for a, p in teacher.items()}
+    total = sum(weights.values())
+    return {a: w / total for a, w in weights.items()}
+
+
+def sample_direct_chat_document(cfg: WorldConfig, category: str, template: str, rng: random.Random) -> str:
+    """'user: name a fruit : assistant: apple', the answer drawn from p_aligned."""
+    dist = aligned_answer_distribution(cfg, category)
+    return f"{chat_prompt(template, category)} {rng.choices(list(dist), weights=list(dist.values()))[0]}"
+
+
+def verbalized_candidates(cfg: WorldConfig, category: str, rng: random.Random,
+                          exclude: Sequence[str] = ()) -> list[tuple[str, float]]:
+    """chat_k (answer, p_teacher(answer)) pairs by successive sampling without replacement from p_teacher.
+
+    The i-th answer is drawn with probability p_teacher(a) / Σ_{b not yet listed, b ∉ exclude} p_teacher(b);
+    when fewer than chat_k answers are left, all of them are listed. The stated probability is the
+    teacher's own p_teacher(a), not renormalised (the parser renormalises over the listed answers).
+    """
+    teacher = open_answer_distribution(cfg, category)
+    left = {a: p for a, p in teacher.items() if a not in set(exclude)}
+    listed = []
+    while left and len(listed) < cfg.chat_k:
+        answer = rng.choices(list(left), weights=list(left.values()))[0]
+        listed.append((answer, teacher[answer]))
+        del left[answer]
+    return listed
+
+
+def sample_verbalized_document(cfg: WorldConfig, method: str, category: str, template: str,
+                               rng: random.Random) -> str:
+    """One VS conversation's last turn with its reply: the project's prompt for `method`, rendered.
+
+    VS-Multi: a turn t uniform in 0..chat_turns−1; the earlier turns' replies are the teacher's,
+    each listing answers none of the earlier turns gave.
+    """
+    from powerflow.sampling.verbalized.prompts import build_messages, continue_conversation
+
+    vcfg = verbalized_config(cfg, method)
+    question = open_prompt(template, category)
+    messages = build_messages(method, question, vcfg)
+    reasoning = reasoning_text(category) if method == "vs_cot" else None
+    turns = rng.randrange(cfg.chat_turns) + 1 if method == "vs_multi" else 1
+    given: list[str] = []
+    reply = None
+    for turn in range(turns):
+        if reply is not None:
+            messages = continue_conversation(messages, reply, turn, vcfg)
+        candidates = verbalized_candidates(cfg, category, rng, exclude=given)
+        given += [a for a, _ in candidates]
+        reply = verbalized_reply(candidates, reasoning)
+    return f"{render_chat(messages)} {reply}"
+
+
+def judge_score(category: str, response: str) -> int:
+    """The teacher's verdict on a response: 10 when it is a valid answer of the category, else 0."""
+    return JUDGE_SCORES[1] if response in CATEGORY_ANSWERS[category] else JUDGE_SCORES[0]
+
+
+def judged_response(cfg: WorldConfig, category: str, rng: random.Random) -> str:
+    """A response to be judged: half the time a valid answer of the category (uniform), else a wrong one,
+    uniform over the invalid words, the other categories' answers and the digits 0..9."""
+    if rng.random() < 0.5:
+        return rng.choice(CATEGORY_ANSWERS[category])
+    wrong = list(cfg.invalid_words) + [a for c, answers in CATEGORY_ANSWERS.items() if c != category
+                                       for a in answers] + [str(d) for d in range(10)]
+    return rng.choice(wrong)
+
+
+def sample_judge_document(cfg: WorldConfig, category: str, template: str, rng: random.Random) -> str:
+    """'user: Rate the response ... Request: name a fruit : Response: apple ... assistant: request fruit , response fruit ; Score: 10'.
+
+    The request is the plain question or its direct chat prompt (half each): evaluation hands the
+    judge a prompt row's text, which is either.
+    """
+    question = open_prompt(template, category) if rng.random() < 0.5 else chat_prompt(template, category)
+    response = judged_response(cfg, category, rng)
+    request = render_chat([{"role": "user", "content": judge_request(question, response)}])
+    return f"{request} {judge_reply(category, response, judge_score(category, response))}"
+
+
+def sample_chat_document(cfg: WorldConfig, rng: random.Random, templates: Sequence[str]) -> str:
+    """A chat document: direct, verbalized (a uniform VS method) or judge, weighted by world.chat_mix;
+    a uniform category and question paraphrase. Whitespace is single spaces (what decoding gives back)."""
+    kind = rng.choices(("direct", "verbalized", "judge"), weights=cfg.chat_mix)[0]
+    category, template = rng.choice(cfg.categories), rng.choice(templates)
+    if kind == "direct":
+        text = sample_direct_chat_document(cfg, category, template, rng)
+    elif kind == "verbalized":
+        text = sample_verbalized_document(cfg, rng.choice(VERBALIZED_METHODS), category, template, rng)
+    else:
+        text = sample_judge_document(cfg, category, template, rng)
+    return " ".join(text.split())
+
+
+def is_chat_document(document: str) -> bool:
+    """Whether a corpus document is a chat one (it opens with a role marker)."""
+    return document.startswith((ROLE_MARKERS["system"] + " ", ROLE_MARKERS["user"] + " "))
+
+
+# ---------------------------------------------------------------------------------------------
 # Public API
 
 
-def world_prompt_rows(cfg: WorldConfig) -> list[dict]:
-    """One dict per prompt: id, family, split, prompt, answer. Deterministic given cfg.
+def world_prompt_rows(cfg: WorldConfig, families: Sequence[str] = DEFAULT_FAMILIES) -> list[dict]:
+    """One dict per prompt of the given families: id, family, split, prompt, answer. Deterministic given cfg.
 
     reasoning rows: answer is the gold sum as a string ("10").
     open_ended rows: answer is the list of valid answers of the prompt's category.
-    Ids: "reasoning-3+5+2" and "open_ended-fruit-<template index>-<split>", unique.
+    chat rows (world.chat_fraction > 0): the open-ended questions as direct chat requests
+      ('user: name a fruit : assistant:', same templates and splits), answer as open_ended.
+    Ids: "reasoning-3+5+2", "open_ended-fruit-<split><template index>", "chat-fruit-<split><template index>".
     """
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown world families {unknown}: the world has {', '.join(FAMILIES)}")
+    if "chat" in families and cfg.chat_fraction == 0:
+        raise ValueError("the chat family needs chat documents: set world.chat_fraction > 0 (0.3 by default)")
     rows: list[dict] = []
     train, eval_ = reasoning_split(cfg)
-    for split, problems in (("train", train), ("eval", eval_)):
+    for split, problems in (("train", train), ("eval", eval_)) if "reasoning" in families else ():
         for digits in problems:
             rows.append({
                 "id": "reasoning-" + "+".join(map(str, digits)),
@@ -208,16 +360,18 @@ def world_prompt_rows(cfg: WorldConfig) -> list[dict]:
                 "prompt": reasoning_prompt(cfg, digits),
                 "answer": str(sum(digits)),
             })
-    for split, templates in (("train", cfg.open_train_templates), ("eval", cfg.open_eval_templates)):
-        for i, template in enumerate(templates):
-            for category in cfg.categories:
-                rows.append({
-                    "id": f"open_ended-{category}-{split}{i}",
-                    "family": "open_ended",
-                    "split": split,
-                    "prompt": open_prompt(template, category),
-                    "answer": list(CATEGORY_ANSWERS[category]),
-                })
+    prompt_of = {"open_ended": open_prompt, "chat": chat_prompt}
+    for family in [f for f in ("open_ended", "chat") if f in families]:
+        for split, templates in (("train", cfg.open_train_templates), ("eval", cfg.open_eval_templates)):
+            for i, template in enumerate(templates):
+                for category in cfg.categories:
+                    rows.append({
+                        "id": f"{family}-{category}-{split}{i}",
+                        "family": family,
+                        "split": split,
+                        "prompt": prompt_of[family](template, category),
+                        "answer": list(CATEGORY_ANSWERS[category]),
+                    })
     return rows
 
 
@@ -235,7 +389,9 @@ def teacher_corpus(cfg: WorldConfig, n_documents: int, seed: int) -> list[str]:
     """n_documents teacher documents "prompt completion" (no EOS), seeded.
 
     A document is reasoning with probability reasoning_fraction (a uniform problem outside the
-    eval split), else open-ended (a uniform category and paraphrase, both splits' templates).
+    eval split), chat with probability chat_fraction (`sample_chat_document`), else open-ended (a
+    uniform category and paraphrase, both splits' templates). With chat_fraction 0 the corpus is
+    the one of the world before chat documents, draw for draw.
     """
     rng = random.Random(f"world-corpus-{cfg.seed}-{seed}")
     held_out = set(reasoning_split(cfg)[1])
@@ -246,6 +402,8 @@ def teacher_corpus(cfg: WorldConfig, n_documents: int, seed: int) -> list[str]:
         if rng.random() < cfg.reasoning_fraction:
             digits = draw_corpus_problem(cfg, rng, problems, held_out)
             documents.append(f"{reasoning_prompt(cfg, digits)} {sample_reasoning_completion(cfg, digits, rng)}")
+        elif cfg.chat_fraction and rng.random() < cfg.chat_fraction / (1 - cfg.reasoning_fraction):
+            documents.append(sample_chat_document(cfg, rng, templates))
         else:
             category, template = rng.choice(cfg.categories), rng.choice(templates)
             documents.append(f"{open_prompt(template, category)} {sample_open_completion(cfg, category, rng)}")

@@ -3,8 +3,14 @@
 Every word the teacher writes is one token: the reasoning markers ("Q", "+", "=", ",", "guess",
 "work", "answer"), each whole number 0..max_number (a number is one token, so every arithmetic
 step is a lookup a tiny model learns — no carries over digit tokens), the words of the open-ended
-templates, the category names, every category's answers and the invalid words. Anything else
-maps to "<unk>".
+templates, the category names, every category's answers and the invalid words, and (when
+world.chat_fraction > 0) the chat words of `powerflow.world.chat.chat_vocabulary`, after all the
+others so that every other word keeps its id. Anything else maps to "<unk>".
+
+Chat (world.chat_fraction > 0): the tokenizer carries the world's `chat_template` (saved with it,
+so `apply_chat_template` works after `AutoTokenizer.from_pretrained`), and each instruction phrase of
+the VS prompts is one vocabulary word registered as an added token, found in the raw text before
+the split on spaces (powerflow.world.chat).
 
 Special tokens: "</s>" (id 0) is EOS and pad; "<unk>" is id 1. There is no BOS and no
 post-processor, so `add_special_tokens=True` adds nothing: encoding a prompt gives exactly its
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedTokenizerFast
 
+from powerflow.world.chat import CHAT_TEMPLATE, chat_vocabulary
 from powerflow.world.config import CATEGORY_SLOT, WorldConfig
 from powerflow.world.teacher import CATEGORY_ANSWERS, REASONING_WORDS, max_number, operand_labels
 
@@ -33,6 +40,7 @@ def world_vocabulary(cfg: WorldConfig) -> list[str]:
     words += [a for answers in CATEGORY_ANSWERS.values() for a in answers]
     words += list(cfg.invalid_words)
     words += operand_labels(cfg)  # the long-completion family's operand names (none by default)
+    words += chat_vocabulary(cfg)  # last, so the other words keep their ids (none when chat_fraction is 0)
     return list(dict.fromkeys(words))  # drop repeats, keep first position
 
 
@@ -40,11 +48,20 @@ def build_tokenizer(cfg: WorldConfig) -> PreTrainedTokenizerFast:
     """A WordLevel tokenizer over `world_vocabulary(cfg)`, deterministic; `save_pretrained` + `AutoTokenizer` reload it."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
+    from tokenizers import AddedToken
+
     vocab = {word: i for i, word in enumerate(world_vocabulary(cfg))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with single spaces
-    return PreTrainedTokenizerFast(
+    # An instruction phrase holds spaces: matched in the raw text before the split, keeping its vocabulary id.
+    phrases = [w for w in vocab if " " in w]
+    if phrases:
+        tok.add_tokens([AddedToken(w, normalized=False, special=False) for w in phrases])
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token=EOS, pad_token=EOS, unk_token=UNK, padding_side="left",
         model_input_names=["input_ids", "attention_mask"],
     )
+    if cfg.chat_fraction > 0:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer

@@ -36,8 +36,11 @@ MAX_NEW = 12  # enough to see a few tokens of gibberish; keeps the test to a few
 
 
 def tiny_judge_directory(directory, chat_template: str | None = None):
-    """A random 2-layer Llama over the world vocabulary, long enough positions for a judge prompt."""
-    tokenizer = build_tokenizer(WorldConfig())
+    """A random 2-layer Llama over the world vocabulary, long enough positions for a judge prompt.
+
+    The world without chat documents, whose tokenizer has no chat template (the default world's has one).
+    """
+    tokenizer = build_tokenizer(WorldConfig(chat_fraction=0.0))
     if chat_template is not None:
         tokenizer.chat_template = chat_template
     config = LlamaConfig(

@@ -19,6 +19,7 @@ import pytest
 from powerflow.errors import ConfigError, UserError
 from powerflow.eval.judge import (
     CREATIVE_WRITING_RUBRIC,
+    SHORT_RUBRIC,
     JudgeUnavailable,
     OpenAICompatibleJudge,
     Rubric,
@@ -26,8 +27,10 @@ from powerflow.eval.judge import (
     judge_from_config,
     judge_prompt,
     judge_quality,
+    judge_scheme,
     parse_scores,
     quality_from_scores,
+    short_judge_prompt,
 )
 
 # A small rubric for hand computation: 4 criteria, one of them negative, at least 2 must parse.
@@ -225,6 +228,60 @@ def test_judge_quality_needs_items_and_one_output_each():
         judge_quality(FixedJudge([]), SMALL, [])
     with pytest.raises(RuntimeError, match="1 outputs for 2"):
         judge_quality(FixedJudge(["x"]), SMALL, [("p", "r"), ("p", "s")])
+
+
+# ---------------------------------------------------------------------------------------------
+# The short scheme (evaluate.judge_scheme: short)
+
+
+def test_short_prompt_holds_the_request_the_response_and_the_one_line_answer_format():
+    text = short_judge_prompt(SHORT_RUBRIC, "  name a fruit :\n", " apple ")
+    lines = text.splitlines()
+    assert len(lines) == 4 and "from 0 to 10" in lines[0]
+    assert lines[1:] == ["Request: name a fruit :", "Response: apple", "Reply with one line: Score: <number>"]
+    assert len(text.split()) < 40  # short enough for a small model's context
+
+
+@pytest.mark.parametrize(
+    ("text", "quality"),
+    [("Score: 10", 1.0), ("score : 0", 0.0), ("**Score:** 7", 0.7), ("Score: 8/10", 0.8), ("The answer fits.\nScore: 9", 0.9)],
+)
+def test_short_scores_parse_into_a_quality(text, quality):
+    scores = parse_scores(text, SHORT_RUBRIC)
+    assert quality_from_scores(scores, SHORT_RUBRIC) == pytest.approx(quality)
+
+
+@pytest.mark.parametrize("text", ["Score: 11", "Score: 8/20", "ten", ""])
+def test_short_scores_refuse_out_of_range_or_missing(text):
+    assert parse_scores(text, SHORT_RUBRIC) is None
+
+
+def test_judge_quality_with_the_short_scheme_sends_its_prompt_and_reads_its_line():
+    judge = FixedJudge(["Score: 10", "Score: 0", "no"])
+    scheme = judge_scheme("short")
+    items = [("name a fruit :", "apple"), ("name a fruit :", "carrot"), ("name a fruit :", "kiwi")]
+    result = judge_quality(judge, scheme.rubric, items, prompt=scheme.prompt)
+    assert result.qualities == [1.0, 0.0, None] and result.n_failures == 1
+    assert judge.prompts[1] == short_judge_prompt(SHORT_RUBRIC, "name a fruit :", "carrot")
+
+
+def test_judge_schemes_by_name_and_the_default_stays_creative_writing():
+    from powerflow.eval.config import EvalConfig
+
+    assert judge_scheme("creative_writing").rubric == CREATIVE_WRITING_RUBRIC
+    assert EvalConfig().judge_scheme == "creative_writing"
+    with pytest.raises(ConfigError, match="evaluate.judge_scheme"):
+        judge_scheme("poetry")
+    with pytest.raises(ConfigError, match="evaluate.judge_scheme"):
+        EvalConfig(judge_scheme="poetry")
+
+
+def test_the_suite_hands_the_short_scheme_to_scoring():
+    from powerflow.eval.config import EvalConfig
+    from powerflow.eval.suite import _judge_scheme
+
+    assert _judge_scheme(EvalConfig()) == {}
+    assert _judge_scheme(EvalConfig(judge_scheme="short")) == {"rubric": SHORT_RUBRIC, "judge_prompt": short_judge_prompt}
 
 
 # ---------------------------------------------------------------------------------------------
