@@ -46,9 +46,7 @@ def world_vocabulary(cfg: WorldConfig) -> list[str]:
 
 def build_tokenizer(cfg: WorldConfig) -> PreTrainedTokenizerFast:
     """A WordLevel tokenizer over `world_vocabulary(cfg)`, deterministic; `save_pretrained` + `AutoTokenizer` reload it."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    from tokenizers import AddedToken
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
     vocab = {word: i for i, word in enumerate(world_vocabulary(cfg))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
