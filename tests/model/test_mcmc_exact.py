@@ -226,20 +226,11 @@ def test_multi_block_completions_are_well_formed_and_seeded(world):
 
 def test_mcmc_sampler_plugs_into_evaluate_model(world):
     # The Sampler contract end to end: the MCMC cost and acceptance reach the metrics.
-    from powerflow.eval.config import EvalConfig
-    from powerflow.eval.evaluate import Scoring, evaluate_model
-    from powerflow.eval.grading import Grade
+    from tests.model.sampler_contract import metrics_with_sampler
 
     model, tokenizer, _, _ = world
-
-    def grade(family, answer, completion):
-        first = completion.split()[0] if completion.split() else None
-        return Grade(valid=first is not None, correct=first == answer, extracted=first)
-
-    rows = [{"id": str(i), "family": "reasoning", "prompt": p, "answer": "b"} for i, p in enumerate(["a", "c"])]
-    cfg = EvalConfig(n_samples=4, max_new_tokens=4, batch_size=8, embedder=None, diagnostics_prompts=0)
     sampler = mcmc_sampler(MCMCConfig(alpha=4.0, max_new_tokens=4, n_blocks=2, n_mcmc=3, batch_size=8))
-    metrics, _ = evaluate_model(model, tokenizer, rows, grade, cfg, progress=False, scoring=Scoring(sampler=sampler))
+    metrics = metrics_with_sampler(model, tokenizer, sampler)
     assert 0.0 <= metrics["sampler/acceptance_rate"] <= 1.0
     assert metrics["sampler/mh_steps_per_answer"] >= 3
     # every answer costs its own tokens plus at least one token per MH proposal

@@ -221,20 +221,11 @@ def test_completions_are_well_formed_seeded_and_batches_straddle_prompts(world):
 
 def test_smc_sampler_plugs_into_evaluate_model(world):
     # The Sampler contract end to end: the SMC cost and its resampling statistics reach the metrics.
-    from powerflow.eval.config import EvalConfig
-    from powerflow.eval.evaluate import Scoring, evaluate_model
-    from powerflow.eval.grading import Grade
+    from tests.model.sampler_contract import metrics_with_sampler
 
     model, tokenizer, _, _ = world
-
-    def grade(family, answer, completion):
-        first = completion.split()[0] if completion.split() else None
-        return Grade(valid=first is not None, correct=first == answer, extracted=first)
-
-    rows = [{"id": str(i), "family": "reasoning", "prompt": p, "answer": "b"} for i, p in enumerate(["a", "c"])]
-    cfg = EvalConfig(n_samples=4, max_new_tokens=4, batch_size=8, embedder=None, diagnostics_prompts=0)
     sampler = smc_sampler(SMCConfig(alpha=4.0, max_new_tokens=4, n_particles=4, batch_size=16))
-    metrics, _ = evaluate_model(model, tokenizer, rows, grade, cfg, progress=False, scoring=Scoring(sampler=sampler))
+    metrics = metrics_with_sampler(model, tokenizer, sampler)
     assert metrics["sampler/particles"] == 4
     assert 0.0 < metrics["sampler/final_ess_fraction"] <= 1.0
     # every answer costs at least the first token of each of its 4 particles
