@@ -111,7 +111,7 @@ def verbalized(model, tokenizer, world, n: int = 16) -> dict:
     """(b) VS-Standard (k = chat_k) against direct sampling, on the open-ended eval questions."""
     from powerflow.eval.generation import generate_completions
     from powerflow.sampling.verbalized import VerbalizedConfig, verbalized_sampler
-    from powerflow.world.grading import grade
+    from powerflow.eval.grading import answer_kind
     from powerflow.world.teacher import world_prompt_rows
 
     rows = [r for r in world_prompt_rows(world, families=("open_ended", "chat")) if r["split"] == "eval"]
@@ -133,7 +133,7 @@ def verbalized(model, tokenizer, world, n: int = 16) -> dict:
     for name, per_prompt in answers.items():
         validity, coverage, distinct = [], [], []
         for row, texts in zip(open_rows, per_prompt):
-            grades = [grade("open_ended", row["answer"], t) for t in texts]
+            grades = [answer_kind("world_open").grade(row["answer"], t) for t in texts]
             valid = {g.extracted for g in grades if g.valid}
             validity.append(sum(g.valid for g in grades) / len(grades))
             coverage.append(len(valid) / len(row["answer"]))
@@ -157,7 +157,7 @@ def teacher_verbalized(world, open_rows, n: int, repeats: int = 50) -> dict:
     import math as _math
 
     from powerflow.sampling.verbalized import sample_verbalized
-    from powerflow.world.grading import grade
+    from powerflow.eval.grading import answer_kind
     from powerflow.world.teacher import verbalized_candidates
 
     rng = random.Random(0)
@@ -171,7 +171,7 @@ def teacher_verbalized(world, open_rows, n: int, repeats: int = 50) -> dict:
                 total = sum(p for _, p in candidates)
                 answers += [sample_verbalized([(a, p / total) for a, p in candidates], rng) for _ in range(world.chat_k)]
             answers = answers[:n]
-            grades = [grade("open_ended", row["answer"], a) for a in answers]
+            grades = [answer_kind("world_open").grade(row["answer"], a) for a in answers]
             validity.append(sum(g.valid for g in grades) / n)
             coverage.append(len({g.extracted for g in grades if g.valid}) / len(row["answer"]))
             tops.append(Counter(answers).most_common(1)[0][1] / n)
