@@ -1,4 +1,9 @@
-"""The Sampler contract end to end, shared by the inference-time samplers' tests (MCMC, Power-SMC)."""
+"""What the inference-time samplers' tests share (MCMC, Power-SMC): the Sampler contract end to end and
+the empirical law of sampled terminals against an exact one."""
+
+import math
+
+import torch
 
 from powerflow.eval.config import EvalConfig
 from powerflow.eval.evaluate import Scoring, evaluate_model
@@ -18,3 +23,18 @@ def metrics_with_sampler(model, tokenizer, sampler) -> dict:
     metrics, _ = evaluate_model(model, tokenizer, rows, first_word_grade, cfg, progress=False,
                                 scoring=Scoring(sampler=sampler))
     return metrics
+
+
+def empirical_log_probs(token_ids: list[tuple[int, ...]], sequences: list[tuple[int, ...]]) -> torch.Tensor:
+    """log of the sampled frequency of each terminal (−inf where never drawn), in `sequences` order."""
+    index = {s: i for i, s in enumerate(sequences)}
+    counts = torch.zeros(len(sequences), dtype=torch.float64)
+    for ids in token_ids:
+        counts[index[ids]] += 1  # a KeyError here means a sample outside the terminal set
+    return (counts / counts.sum()).log()
+
+
+def tv_noise_floor(log_p: torch.Tensor, n: int) -> float:
+    """E TV(empirical of n exact draws, p) ≈ ½ Σ_y sqrt(p(1−p)/n) · sqrt(2/π) (normal approximation)."""
+    p = log_p.exp()
+    return 0.5 * float((p * (1 - p) / n).sqrt().sum()) * math.sqrt(2 / math.pi)

@@ -30,6 +30,7 @@ from powerflow.eval.generation import generate_completions
 from powerflow.exact import enumerate_terminals, power_target, total_variation
 from powerflow.sampling.mcmc import MCMCConfig, log_acceptance, mcmc_power_sample, mcmc_sampler, sample_suffixes
 from powerflow.world.enumerable import random_base
+from tests.model.sampler_contract import empirical_log_probs, tv_noise_floor
 
 PROMPT = "a"
 MAX_LENGTH = 3  # L: K = 1 + 4 + 16 + 64 = 85 terminals
@@ -47,21 +48,6 @@ def world():
     tempered = {a: enumerate_terminals(model, prompt_ids, tokenizer.eos_token_id, MAX_LENGTH, token_power=a)
                 for a in (2.0, 4.0)}
     return model, tokenizer, base, tempered
-
-
-def empirical_log_probs(token_ids: list[tuple[int, ...]], sequences: list[tuple[int, ...]]) -> torch.Tensor:
-    """log of the sampled frequency of each terminal (−inf where never drawn), in `sequences` order."""
-    index = {s: i for i, s in enumerate(sequences)}
-    counts = torch.zeros(len(sequences), dtype=torch.float64)
-    for ids in token_ids:
-        counts[index[ids]] += 1  # a KeyError here means a sample outside the terminal set
-    return (counts / counts.sum()).log()
-
-
-def tv_noise_floor(log_p: torch.Tensor, n: int) -> float:
-    """E TV(empirical of n exact draws, p) ≈ ½ Σ_y sqrt(p(1−p)/n) · sqrt(2/π) (normal approximation)."""
-    p = log_p.exp()
-    return 0.5 * float((p * (1 - p) / n).sqrt().sum()) * math.sqrt(2 / math.pi)
 
 
 def mh_kernel(sequences, log_p: torch.Tensor, log_q: torch.Tensor, alpha: float, length_correction: bool):

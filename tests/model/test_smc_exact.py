@@ -28,7 +28,6 @@ E_p|y| = 2.66 tokens per answer, so N = 16 costs 13× / 15× its tokens (MCMC wi
 """
 
 import copy
-import math
 
 import pytest
 import torch
@@ -44,6 +43,7 @@ from powerflow.sampling.smc import (
     smc_sampler,
 )
 from powerflow.world.enumerable import random_base
+from tests.model.sampler_contract import empirical_log_probs, tv_noise_floor
 
 PROMPT = "a"
 MAX_LENGTH = 3  # L: K = 1 + 4 + 16 + 64 = 85 terminals
@@ -80,21 +80,6 @@ def next_token_rows(model, prompt_ids, tokens) -> torch.Tensor:
     ids = torch.tensor([list(prompt_ids) + list(tokens)])
     logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1]
     return torch.log_softmax(logits.double(), dim=-1)
-
-
-def empirical_log_probs(token_ids: list[tuple[int, ...]], sequences: list[tuple[int, ...]]) -> torch.Tensor:
-    """log of the sampled frequency of each terminal (−inf where never drawn), in `sequences` order."""
-    index = {s: i for i, s in enumerate(sequences)}
-    counts = torch.zeros(len(sequences), dtype=torch.float64)
-    for ids in token_ids:
-        counts[index[ids]] += 1  # a KeyError here means a sample outside the terminal set
-    return (counts / counts.sum()).log()
-
-
-def tv_noise_floor(log_p: torch.Tensor, n: int) -> float:
-    """E TV(empirical of n exact draws, p) ≈ ½ Σ_y sqrt(p(1−p)/n) · sqrt(2/π) (normal approximation)."""
-    p = log_p.exp()
-    return 0.5 * float((p * (1 - p) / n).sqrt().sum()) * math.sqrt(2 / math.pi)
 
 
 # ------------------------------------------------------------------------------ exact, no sampling
