@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 TINY_OVERRIDES = {
-    # chat_fraction 0: the world without chat documents, so its tokenizer has no chat template and
-    # verbalized sampling stays "not applicable" here until it is wired to the chat family (issue 21).
-    "world": {"n_reasoning_train": 24, "n_reasoning_eval": 6, "chat_fraction": 0.0},
+    # The world with its chat documents (params.yaml's chat_fraction): the chat family, verbalized
+    # sampling and the base as judge all run, on a base too small to do them well.
+    "world": {"n_reasoning_train": 24, "n_reasoning_eval": 6},
     "base": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "n_documents": 600,
              "steps": 30, "batch_size": 16, "warmup_steps": 5},
     # The pipeline tests exercise the LoRA adapter + learned log Z head path and name their runs
@@ -34,12 +34,14 @@ TINY_OVERRIDES = {
     "sweep": {"objectives": ["la_tb"]},
     "train": {"steps": 2, "prompts_per_step": 2, "num_generations": 2, "max_completion_length": 12,
               "save_steps": 1, "lora_r": 8, "logz": "head", "learning_rate": 3e-3, "lr_schedule": "constant"},
-    "evaluate": {"n_samples": 2, "max_new_tokens": 12, "max_prompts_per_family": 3, "n_examples": 1},
-    "baselines": {"alphas": [2.0], "mcmc_max_new_tokens": 12, "mcmc_blocks": 2, "mcmc_steps": 2},
+    "evaluate": {"n_samples": 2, "max_new_tokens": 12, "max_prompts_per_family": 3, "n_examples": 1,
+                 "judge_max_new_tokens": 4},
+    "baselines": {"alphas": [2.0], "mcmc_max_new_tokens": 12, "mcmc_blocks": 2, "mcmc_steps": 2,
+                  "verbalized_max_new_tokens": 12},
 }
 
 
-# One α and no baselines but verbalized sampling (not applicable on the world: no model runs): the
+# One α and no baselines but the two that always run (verbalized sampling, high temperature): the
 # smallest sweep that trains, evaluates, registers and reports, for tests that run several.
 ONE_MEMBER_OVERRIDES = {"baselines": {"train": [], "inference": []}}
 

@@ -48,6 +48,7 @@ STAGE_FLOWS: dict[str, Callable[[PipelineConfig, dict, str], Any]] = {
     "evaluate_method": lambda cfg, item, params: evaluate_flow(f"{item['method']}-{alpha_text(item['alpha'])}",
                                                                params),
     "evaluate_verbalized": lambda cfg, item, params: evaluate_flow("verbalized", params),
+    "evaluate_high_temperature": lambda cfg, item, params: evaluate_flow("high_temperature", params),
     "report": _report,
 }
 

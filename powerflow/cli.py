@@ -426,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(ev)
     target = ev.add_mutually_exclusive_group(required=True)
     target.add_argument("--run", help='"base", a sweep member such as alpha-4.0-la_tb-s0 (α, objective, seed), or a '
-                                      'baseline run: grpo, empo, mcmc-4.0, smc-4.0, low_temperature-4.0, verbalized')
+                                      'baseline run: grpo, empo, mcmc-4.0, smc-4.0, low_temperature-4.0, verbalized, '
+                                      'high_temperature')
     target.add_argument("--model-uri", help="a registered version, e.g. models:/powerflow-world@best-reasoning")
     ev.set_defaults(func=cmd_evaluate)
     _add_preset_parser(sub)

@@ -44,9 +44,10 @@ _BUILTIN_BASELINES = {
     "mcmc": "powerflow.sampling.mcmc:MCMC",
     "smc": "powerflow.sampling.smc:POWER_SMC",
     "verbalized": "powerflow.sampling.verbalized.sampler:VERBALIZED",
+    "high_temperature": "powerflow.sampling.temperature:HIGH_TEMPERATURE",
 }
 _BUILTIN_KINDS = {"grpo": "trained", "empo": "trained", "low_temperature": "inference", "mcmc": "inference",
-                  "smc": "inference", "verbalized": "always"}
+                  "smc": "inference", "verbalized": "always", "high_temperature": "always"}
 
 # Plugins loaded in this process: module name -> (objective or None, baseline or None).
 _PLUGINS: dict[str, tuple[Any, Any]] = {}
@@ -78,7 +79,7 @@ class Baseline:
 
     kind: "trained" (fine-tuned on the train: budget, registered like a policy), "inference" (the
     base model with another sampler, one run per α of baselines.alphas) or "always" (an inference
-    method without α that every sweep runs: verbalized sampling).
+    method without α that every sweep runs: verbalized sampling, high temperature).
     build: trained -> build(model, tokenizer, dataset, args, graders) returns a TRL trainer (see
     powerflow.baselines.trainers); inference -> build(cfg, alpha) returns an evaluation Sampler.
     """

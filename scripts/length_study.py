@@ -33,7 +33,7 @@ import recipe_ablation  # noqa: E402  (the training and exact scoring of one run
 VARIANTS = ("new", "new+la_tb", "new+tb_token")
 STUDY_SETTINGS = {
     "world": {"n_operands": 2, "max_operands": 8, "n_reasoning_train": 320, "n_reasoning_eval": 32,
-              "reasoning_fraction": 0.8},
+              "reasoning_fraction": 0.8, "chat_fraction": 0.0},
     "base": {"steps": 3000},
     "train": {"families": ["reasoning"]},
 }

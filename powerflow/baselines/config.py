@@ -65,6 +65,14 @@ class BaselinesConfig:
         metadata={"help": "direct, cot, sequence, multi_turn, vs_standard, vs_cot or vs_multi."},
     )
     verbalized_k: int = field(default=5, metadata={"help": "Candidates per verbalized-sampling response."})
+    verbalized_max_new_tokens: int = field(
+        default=1024, metadata={"help": "Tokens per verbalized-sampling response (one response holds k candidates; "
+                                        "the embedded world's replies need about 40)."}
+    )
+    high_temperature: float = field(
+        default=2.0, metadata={"help": "Temperature T > 1 of the high-temperature baseline (run high_temperature): "
+                                       "the token-level flattening beside Power-Flow at α = 1/T < 1 (2.0: α = 0.5)."}
+    )
     smc_particles: int = field(
         default=8, metadata={"help": "Power-SMC particles per answer (each answer is its own system; T_max is "
                                      "mcmc_max_new_tokens)."}
@@ -84,7 +92,7 @@ class BaselinesConfig:
         for alpha in self.alphas:
             if not (math.isfinite(alpha) and alpha > 0):
                 raise ConfigError(f"baselines.alphas has {alpha}: every α must be a finite number > 0.")
-        for name in ("mcmc_max_new_tokens", "mcmc_blocks", "verbalized_k"):
+        for name in ("mcmc_max_new_tokens", "mcmc_blocks", "verbalized_k", "verbalized_max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"baselines.{name}={getattr(self, name)}: must be an integer >= 1.")
         from powerflow.sampling.verbalized import METHODS as VERBALIZED_METHODS
@@ -93,6 +101,9 @@ class BaselinesConfig:
             raise ConfigError(
                 f"baselines.verbalized_method={self.verbalized_method!r}: use one of {', '.join(VERBALIZED_METHODS)}."
             )
+        if not (math.isfinite(self.high_temperature) and self.high_temperature > 1):
+            raise ConfigError(f"baselines.high_temperature={self.high_temperature}: use a temperature > 1 (2.0 "
+                              "flattens each token as α = 0.5 would).")
         self._check_trained_recipes()
         if self.mcmc_steps < 0:
             raise ConfigError(f"baselines.mcmc_steps={self.mcmc_steps}: use an integer >= 0 (0 = proposal only).")

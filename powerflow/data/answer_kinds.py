@@ -5,7 +5,7 @@
 - data.answer_kind set to one kind: every family gets it; set to {family: kind}: those families
   get theirs and the others are inferred.
 - inferred: the embedded world's families get the world's kinds (reasoning: world_integer,
-  open_ended: world_open); on any other source a family without answers gets "none", a family
+  open_ended and chat: world_open); on any other source a family without answers gets "none", a family
   whose answers are lists gets "open_qa", and any other family with answers gets "math".
 
 Every answer key is then checked against its kind (`AnswerKind.key_problem`), so a table whose
@@ -21,7 +21,7 @@ from powerflow.data.config import DataConfig
 from powerflow.errors import ConfigError, UserError
 from powerflow.eval.grading import WORLD_KINDS, answer_kind, decoded_key
 
-WORLD_FAMILY_KINDS = {"reasoning": "world_integer", "open_ended": "world_open"}
+WORLD_FAMILY_KINDS = {"reasoning": "world_integer", "open_ended": "world_open", "chat": "world_open"}
 
 
 class AnswerKindError(UserError):

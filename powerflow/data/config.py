@@ -12,8 +12,9 @@ from pathlib import PurePath
 from powerflow.errors import ConfigError
 from powerflow.table_files import TABLE_EXTENSIONS
 
-# Schema fields a source column can be mapped to (`data.columns`); only `prompt` is required.
-SCHEMA_FIELDS = ("id", "prompt", "family", "split", "answer")
+# Schema fields a source column can be mapped to (`data.columns`); only `prompt` is required
+# (`request`: the user's request behind a prompt the source rendered already; default the prompt).
+SCHEMA_FIELDS = ("id", "prompt", "family", "split", "answer", "request")
 # File sources, by extension: every table file powerflow.table_files reads (anything else names a
 # `datasets` id with "hf:" or the world).
 FILE_EXTENSIONS = TABLE_EXTENSIONS
@@ -67,7 +68,9 @@ class DataConfig:
         default="reasoning", metadata={"help": "Family of every row when the source has no family column."}
     )
     families: tuple[str, ...] = field(
-        default=("reasoning", "open_ended"), metadata={"help": "Allowed family values (validated)."}
+        default=("reasoning", "open_ended", "chat"),
+        metadata={"help": "Allowed family values (validated). On the embedded world, also the families it writes: "
+                          "chat only when world.chat_fraction > 0."}
     )
     eval_fraction: float = field(
         default=0.2,

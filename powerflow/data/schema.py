@@ -5,6 +5,10 @@ Training table (prompts.jsonl), exactly PROMPT_COLUMNS:
     family         one of data.families ("reasoning", "open_ended", ...)
     split          "train" or "eval"
     prompt         the text the model is given, already rendered (chat template applied for chat)
+    request        the user's request before rendering: the source's `request` column when it has one
+                   (a source whose prompts are rendered already), else the prompt as the source gives it.
+                   What a method that writes its own conversation around the question (verbalized
+                   sampling) asks; the policy and the baselines are given `prompt`.
     prompt_tokens  len(tokenizer(prompt, add_special_tokens=False).input_ids)
 
 Answer table (answers.jsonl), ANSWER_COLUMNS, read only by evaluation:
@@ -29,7 +33,7 @@ from powerflow.errors import ConfigError
 from powerflow.data.config import SCHEMA_FIELDS, DataConfig
 from powerflow.data.sources import DataSourceError
 
-PROMPT_COLUMNS = ("id", "family", "split", "prompt", "prompt_tokens")
+PROMPT_COLUMNS = ("id", "family", "split", "prompt", "request", "prompt_tokens")
 ANSWER_COLUMNS = ("id", "family", "answer")
 SPLITS = ("train", "eval")
 # Split names other datasets use, folded into the two the pipeline knows.
@@ -74,13 +78,14 @@ def column_mapping(raw: pd.DataFrame, cfg: DataConfig) -> dict[str, str]:
 
 
 def to_prompt_schema(raw: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(prompts[id, family, split, prompt], answers[id, family, answer]) from a raw source table.
+    """(prompts[id, family, split, prompt, request], answers[id, family, answer]) from a raw source table.
 
     - data.limit keeps the first N rows.
     - ids become strings; without an id column row i gets "row-{i}".
     - without a family column every row gets data.default_family.
     - without a split column a row is "eval" when stable_fraction(id, seed) < data.eval_fraction;
       split values "validation", "test", "dev", ... count as "eval" (SPLIT_ALIASES).
+    - request: the source's request column where present, else the prompt text.
     - answers: rows whose answer is present, JSON-encoded (a string, or a list of strings).
     Missing values in mapped columns stay missing, so validation reports them.
     """
@@ -100,7 +105,13 @@ def to_prompt_schema(raw: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, 
         # A row with a missing id is hashed by position so only the id check reports it.
         splits = [assign_split(i if i is not None else f"row-{n}", cfg.eval_fraction, cfg.seed)
                   for n, i in enumerate(ids)]
-    prompts = pd.DataFrame({"id": ids, "family": families, "split": splits, "prompt": prompts_text}, dtype=object)
+    if "request" in mapping:
+        requests = [None if _missing(v) else str(v) for v in raw[mapping["request"]]]
+        requests = [p if r is None else r for r, p in zip(requests, prompts_text)]
+    else:
+        requests = list(prompts_text)
+    prompts = pd.DataFrame({"id": ids, "family": families, "split": splits, "prompt": prompts_text,
+                            "request": requests}, dtype=object)
     answers = _answer_table(raw[mapping["answer"]], ids, families) if "answer" in mapping else _empty_answers()
     return prompts, answers
 

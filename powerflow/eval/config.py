@@ -27,6 +27,10 @@ BENCHMARKS = (PREPARED, "math500", "gpqa_diamond", "mmlu_pro", "creative_writing
 DEPRECATED_BENCHMARKS = {"world": PREPARED}
 
 
+# evaluate.judge naming the pipeline's own base model as judge (powerflow.pipeline.evaluate.judge_source).
+BASE_JUDGE = "base"
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """How each checkpoint (and the base model) is sampled and scored on the eval prompts."""
@@ -69,8 +73,11 @@ class EvalConfig:
     )
     judge: str | None = field(
         default=None,
-        metadata={"help": "LLM judge of creative quality: a local transformers model name/path, or "
-                          "openai:<base_url>#<model> for an OpenAI-compatible server; null: no judge."},
+        metadata={"help": "LLM judge of answer quality on every open-ended and creative family: a local transformers "
+                          "model name/path, \"base\" (the pipeline's base model judges, e.g. the embedded world's "
+                          "chat base), or openai:<base_url>#<model> for an OpenAI-compatible server; null: no judge. "
+                          "On a family with an answer key the judge's agreement with the key is reported beside "
+                          "its scores."},
     )
     judge_scheme: str = field(
         default="creative_writing",

@@ -22,7 +22,8 @@ slash; every family also gets tokens_per_answer and seconds_per_answer:
         validity, extraction_failures, no_answer (the share the grader could not read an answer in),
         by_<key>/<group>/accuracy_mean, accuracy_mean_se, n_prompts     reasoning
     <family>/validity (= precision: valid answers / all), validity_se, no_answer, coverage, coverage_se,
-        kl_uniform, [kl_reference], quality, quality_se, + diversity     open_ended
+        kl_uniform, [kl_reference], quality, quality_se, + diversity,
+        [judged_quality, judged_quality_se, judge_failures, judge_agreement]    open_ended
     <family>/[quality, quality_se, judge_failures] + diversity            creative
     diversity: semantic_diversity(_se) when an embedder is given, distinct_1..distinct_4,
         rouge_l, self_bleu (see powerflow.eval.diversity)
@@ -30,8 +31,9 @@ slash; every family also gets tokens_per_answer and seconds_per_answer:
         generated, rejected MCMC proposals included), eval/n_prompts/<family>, eval/n_samples,
         sampler/<stat> (an inference-time method's own numbers, e.g. sampler/acceptance_rate)
 
-Open-ended quality is validity against the answer key (the world's and CoverageQA's); creative
-quality is the judge's rubric score in [0, 1], absent when no judge is configured.
+Open-ended quality is validity against the answer key (the world's and CoverageQA's), and, with a
+judge configured, also the judge's score (judged_quality) with the judge's agreement with that key;
+creative quality is the judge's rubric score in [0, 1], absent when no judge is configured.
 """
 
 from __future__ import annotations
@@ -159,6 +161,7 @@ def evaluate_model(
         elif kind == OPEN_ENDED:
             metrics.update(open_ended_metrics(family, rows, sampled_graded))
             metrics.update(_prefixed(family, _diversity(sampled_graded, scoring)))
+            metrics.update(_prefixed(family, judged_open_ended_quality(rows, sampled_graded, scoring)))
         else:
             metrics.update(_prefixed(family, _diversity(sampled_graded, scoring)))
             metrics.update(_prefixed(family, creative_quality(rows, sampled_graded, scoring)))
@@ -356,6 +359,29 @@ def creative_quality(rows: list[dict], sampled: list[list[dict]], scoring: Scori
     result = judge_quality(scoring.judge, scoring.rubric or CREATIVE_WRITING_RUBRIC, items,
                            prompt=scoring.judge_prompt or judge_prompt)
     return {"quality": result.mean, "quality_se": result.se, "judge_failures": result.n_failures / len(items)}
+
+
+def judged_open_ended_quality(rows: list[dict], sampled: list[list[dict]], scoring: Scoring) -> dict[str, float]:
+    """The judge's quality of every sampled answer of a keyed family, and how often it agrees with the key.
+
+        judged_quality = mean of the parsed judge scores q_i ∈ [0, 1] (se over answers)
+        judge_agreement = (1/m) Σ_{i parsed} [q_i ≥ ½] = [answer i is valid by the key]
+
+    An answer the grader reads no answer in is judged too (as a wrong one by the key). Nothing when no
+    judge is configured.
+    """
+    if scoring.judge is None:
+        return {}
+    from powerflow.eval.judge import CREATIVE_WRITING_RUBRIC, judge_prompt, judge_quality
+
+    items = [(row["prompt"], g["completion"]) for row, per_prompt in zip(rows, sampled) for g in per_prompt]
+    truth = [bool(g["valid"] and g["correct"]) for per_prompt in sampled for g in per_prompt]
+    result = judge_quality(scoring.judge, scoring.rubric or CREATIVE_WRITING_RUBRIC, items,
+                           prompt=scoring.judge_prompt or judge_prompt)
+    agree = [(q >= 0.5) == t for q, t in zip(result.qualities, truth) if q is not None]
+    return {"judged_quality": result.mean, "judged_quality_se": result.se,
+            "judge_failures": result.n_failures / len(items),
+            "judge_agreement": sum(agree) / len(agree) if agree else float("nan")}
 
 
 def _diversity(sampled: list[list[dict]], scoring: Scoring) -> dict[str, float]:

@@ -515,14 +515,19 @@ def judge_quality(judge: Judge, rubric: Rubric, items: Sequence[tuple[str, str]]
     """Ask the judge about every (writing_prompt, response) item and average the parsed qualities.
 
     `prompt` writes each instruction (`judge_prompt`, the creative-writing one, or `short_judge_prompt`).
+    Judges are greedy (temperature 0), so each distinct instruction is asked once and its answer reused.
 
         mean = (1/m) Σ_{i parsed} q_i,   se = s / √m   (m = parsed items, `mean_and_standard_error`)
     """
     if not items:
         raise ValueError("judge_quality needs at least one (writing_prompt, response) item")
-    raw = judge.complete([prompt(rubric, request, response) for request, response in items])
-    if len(raw) != len(items):
-        raise RuntimeError(f"the judge returned {len(raw)} outputs for {len(items)} prompts")
+    prompts = [prompt(rubric, request, response) for request, response in items]
+    unique = list(dict.fromkeys(prompts))  # greedy judges: an instruction asked twice gets the same answer
+    answers = judge.complete(unique)
+    if len(answers) != len(unique):
+        raise RuntimeError(f"the judge returned {len(answers)} outputs for {len(unique)} prompts")
+    answer_of = dict(zip(unique, answers))
+    raw = [answer_of[p] for p in prompts]
     qualities: list[float | None] = []
     for text in raw:
         scores = parse_scores(text, rubric)

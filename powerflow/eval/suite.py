@@ -109,12 +109,12 @@ def _embedder(cfg: EvalConfig, graders: dict[str, AnswerKind]):
 
 
 def _judge(cfg: EvalConfig, graders: dict[str, AnswerKind]):
-    """The LLM judge when a creative family is evaluated and evaluate.judge is set."""
-    if cfg.judge is None or not any(g.scoring == CREATIVE for g in graders.values()):
+    """The LLM judge when an open-ended or creative family is evaluated and evaluate.judge is set."""
+    if cfg.judge is None or not any(g.scoring in (OPEN_ENDED, CREATIVE) for g in graders.values()):
         return None
     from powerflow.eval.judge import judge_from_config
 
-    return judge_from_config(cfg.judge, max_new_tokens=cfg.judge_max_new_tokens)
+    return judge_from_config(cfg.judge, max_new_tokens=cfg.judge_max_new_tokens, batch_size=cfg.batch_size)
 
 
 def _judge_scheme(cfg: EvalConfig) -> dict:

@@ -99,19 +99,44 @@ def evaluate_inference_method(cfg: PipelineConfig, run: dict, progress: bool = T
 
     Greedy accuracy is the base model's (greedy decoding has no temperature); the n sampled
     answers come from the method, and cost/inference_tokens_per_answer counts every token it
-    generated. Verbalized sampling on a model without a chat template is not applicable: the run
-    writes its outputs with eval/applicable = 0 and the reason, and no numbers.
+    generated. Verbalized sampling answers the open-ended and creative families only
+    (`verbalized_rows`); on a model without a chat template, or with no such family, it is not
+    applicable: the run writes its outputs with eval/applicable = 0 and the reason, and no numbers.
     """
     source = base_model_source(cfg)
     out_dir = layout_of(cfg).evaluation(run["name"])
-    if run["method"] == "verbalized":
-        from powerflow.sampling.verbalized import requires_instruction_model
+    if run["method"] != "verbalized":
+        return evaluate_checkpoint(cfg, source, out_dir, progress, sampler=method_sampler(cfg, run))
+    from powerflow.sampling.verbalized import requires_instruction_model
 
-        if requires_instruction_model(load_tokenizer(source, cfg.model.trust_remote_code)):
-            return write_not_applicable(cfg, source, out_dir, (
-                "verbalized sampling needs an instruction-following chat model (the base model's tokenizer has "
-                "no chat template, as the embedded world's has not); set model.name_or_path to an instruct model"))
-    return evaluate_checkpoint(cfg, source, out_dir, progress, sampler=method_sampler(cfg, run))
+    if requires_instruction_model(load_tokenizer(source, cfg.model.trust_remote_code)):
+        return write_not_applicable(cfg, source, out_dir, (
+            "verbalized sampling needs an instruction-following chat model (the base model's tokenizer has no chat "
+            "template; the embedded world has one with world.chat_fraction > 0); set model.name_or_path to an "
+            "instruct model"))
+    try:
+        return evaluate_checkpoint(cfg, source, out_dir, progress, sampler=method_sampler(cfg, run),
+                                   select_rows=verbalized_rows)
+    except NoRowsToEvaluate as missing:
+        return write_not_applicable(cfg, source, out_dir, str(missing))
+
+
+class NoRowsToEvaluate(UserError):
+    """A method selected no eval rows: it does not apply to any family of this evaluation."""
+
+
+def verbalized_rows(rows: list[dict], kinds: dict[str, str]) -> list[dict]:
+    """The rows verbalized sampling answers: those of open-ended and creative families, each asked by its
+    `request` (the question before any chat template: the method writes its own conversation around it)."""
+    from powerflow.eval.evaluate import CREATIVE, OPEN_ENDED
+
+    chosen = [r | {"prompt": r.get("request") or r["prompt"]} for r in rows
+              if kinds.get(str(r["family"])) in (OPEN_ENDED, CREATIVE)]
+    if not chosen:
+        raise NoRowsToEvaluate("verbalized sampling answers open-ended and creative questions, and this evaluation has "
+                               "none (every family has a reasoning answer key); add an open-ended family to the data "
+                               "or a creative benchmark to evaluate.benchmarks")
+    return chosen
 
 
 def method_sampler(cfg: PipelineConfig, run: dict):
@@ -156,7 +181,7 @@ def evaluate_registered(cfg: PipelineConfig, model_uri: str, out_dir: Path | Non
 
 def evaluate_checkpoint(cfg: PipelineConfig, source: str, out_dir: Path, progress: bool = True,
                         alpha: float | None = None, sampler=None, provenance: dict | None = None,
-                        objective: str | None = None) -> dict:
+                        objective: str | None = None, select_rows=None) -> dict:
     """Evaluate one model on the configured benchmarks; write out_dir/ whole, or nothing on failure.
 
     out_dir gets metrics.json (DVC metrics, logged to MLflow), samples.jsonl (the samples table),
@@ -167,22 +192,25 @@ def evaluate_checkpoint(cfg: PipelineConfig, source: str, out_dir: Path, progres
     trained with, adds its distance to that objective's own fixed point on the world. `sampler`: an inference-time
     method drawing the sampled answers instead of plain sampling (powerflow.eval.evaluate.Sampler).
     `provenance`: extra keys for settings.json (the evaluated checkpoint's checkpoint_sha256).
+    `select_rows(rows, {family: scoring kind})`: the rows a method answers (default all). evaluate.judge
+    "base" is the base model (`judge_source`).
     """
     from powerflow.eval.evaluate import evaluate_model
     from powerflow.eval.config import PREPARED
     from powerflow.eval.suite import eval_suite
 
-    ecfg = cfg.evaluate
+    ecfg = replace(cfg.evaluate, judge=judge_source(cfg))
     prepared = prepared_split(cfg) if PREPARED in ecfg.benchmarks else None
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
     with eval_suite(ecfg, prepared, cfg.project_root) as suite:
+        rows = suite.rows if select_rows is None else select_rows(suite.rows, dict(suite.scoring.kinds))
         generator = generation_model(cfg, source)
         scoring = replace(suite.scoring, sampler=sampler) if sampler is not None else suite.scoring
-        metrics, samples = evaluate_model(generator, tokenizer, suite.rows, suite.grade, ecfg, progress=progress,
+        metrics, samples = evaluate_model(generator, tokenizer, rows, suite.grade, ecfg, progress=progress,
                                           scoring=scoring)
-        rows = suite.rows
+        evaluated = {str(r["family"]) for r in rows}
         families = [{"family": f, "benchmark": suite.benchmarks[f], "answer_kind": k}
-                    for f, k in suite.answer_kinds.items()]
+                    for f, k in suite.answer_kinds.items() if f in evaluated]
     del generator
     if alpha is not None and ecfg.diagnostics_prompts > 0:
         metrics.update(policy_diagnostics_of(cfg, source, tokenizer, rows, alpha))
@@ -195,6 +223,13 @@ def evaluate_checkpoint(cfg: PipelineConfig, source: str, out_dir: Path, progres
                           tmp / "settings.json")
         write_run_plots(metrics, tmp / "plots")
     return metrics
+
+
+def judge_source(cfg: PipelineConfig) -> str | None:
+    """evaluate.judge as the judge loader reads it: "base" is the base model's directory or id."""
+    from powerflow.eval.config import BASE_JUDGE
+
+    return base_model_source(cfg) if cfg.evaluate.judge == BASE_JUDGE else cfg.evaluate.judge
 
 
 def generation_model(cfg: PipelineConfig, source: str):

@@ -14,10 +14,11 @@ def prepare_prompts(cfg: PipelineConfig) -> dict:
 
     world_rows = None
     if cfg.model.is_world or cfg.data.source == "world":
-        from powerflow.world.teacher import world_prompt_rows
+        from powerflow.world.teacher import world_families, world_prompt_rows
         from powerflow.world.tokenizer import build_tokenizer
 
-        world_rows = world_prompt_rows(cfg.world) if cfg.data.source == "world" else None
+        families = world_families(cfg.world, cfg.data.families)  # the chat family when the world has chat
+        world_rows = world_prompt_rows(cfg.world, families) if cfg.data.source == "world" else None
     if cfg.model.is_world:
         tokenizer = build_tokenizer(cfg.world)
     else:

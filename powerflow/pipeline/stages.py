@@ -287,6 +287,8 @@ STAGES: tuple[Stage, ...] = (
           deps=BASE_DATA, params=("evaluate", "baselines"), **evaluation_outs("${item.method}-${item.alpha}")),
     Stage("evaluate_verbalized", "powerflow evaluate --params params.yaml --run verbalized", EVALUATE,
           deps=BASE_DATA, params=("evaluate", "baselines"), **evaluation_outs("verbalized")),
+    Stage("evaluate_high_temperature", "powerflow evaluate --params params.yaml --run high_temperature", EVALUATE,
+          deps=BASE_DATA, params=("evaluate", "baselines"), **evaluation_outs("high_temperature")),
     Stage("report", "powerflow report --params params.yaml", "powerflow.pipeline.report",
           deps=("outputs/eval", "outputs/train", "outputs/register"),
           params=("sweep", "report", "baselines", "model.name_or_path"),

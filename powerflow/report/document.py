@@ -8,6 +8,7 @@ from typing import Any
 
 from powerflow.eval.families import families_in, families_of, pass_at_ks
 from powerflow.io import atomic_directory, write_text_atomic
+from powerflow.report.creative import creative_table_markdown
 from powerflow.report.findings import alias_families, best_groups, best_runs, method_findings, sweep_findings
 from powerflow.report.plots import (
     ALPHA_PLOTS, history_metrics, plot_diversity_vs_quality, plot_metric_vs_alpha, plot_pass_at_k,
@@ -128,7 +129,8 @@ def _report_markdown(title, rows, runs, findings, plots, notes, min_validity, gr
                   "tokens count every token a method generated per answer (MCMC's rejected proposals included); "
                   "greedy accuracy of an inference-time method is the base model's.\n",
                   *[f"- {f}" for f in method_findings(runs, families["reasoning"])], ""]
-    parts += [exact_distance_table_markdown(runs), own_target_table_markdown(runs), family_tables_markdown(runs),
+    parts += [creative_table_markdown(runs), exact_distance_table_markdown(runs), own_target_table_markdown(runs),
+              family_tables_markdown(runs),
               diagnostics_table_markdown(runs)]
     if plots:
         parts += ["## Plots\n", *[f"![{caption}](plots/{name})\n" for name, caption in plots]]
@@ -147,8 +149,9 @@ _LEGEND = {
     OPEN_ENDED: ("Open-ended families ({families}): coverage is the fraction of each prompt's valid answers that "
                  "appear among its samples, averaged over prompts; validity the fraction of samples that are valid "
                  "answers; diversity the semantic diversity of the samples (distinct-2 without an embedder); "
-                 "quality the score against the answer key, ± se over prompts; KL to uniform KL(empirical valid "
-                 "answers ‖ uniform over the valid set), nats."),
+                 "judged quality the judge's score in [0, 1] (evaluate.judge), ± se over answers, and judge = key "
+                 "the share of answers where the judge's verdict (score ≥ ½) agrees with the answer key; KL to "
+                 "uniform KL(empirical valid answers ‖ uniform over the valid set), nats."),
     CREATIVE: ("Creative families ({families}): diversity is the semantic diversity of the samples (distinct-2 "
                "without an embedder); quality the judge's rubric score in [0, 1], ± se over prompts."),
 }

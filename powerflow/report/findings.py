@@ -11,7 +11,7 @@ from powerflow.eval.families import families_in
 from powerflow.report.seeds import group_key, seed_mean_rows
 from powerflow.report.values import (
     ANSWER_KEYED, DEFAULT_MIN_VALIDITY, OPEN_ENDED, candidates, family_kind, finite, fmt, fmt_se, method_label,
-    nan_to_zero,
+    nan_to_zero, not_applicable_reason,
 )
 
 # Per alias role: the kind of family it is chosen on, the report key that names one, and what that kind means.
@@ -70,9 +70,9 @@ def method_findings(runs: list[dict], family: str | None = None) -> list[str]:
     family = family or alias_family([r.get("metrics") or {} for r in runs], "reasoning")
     out = _method_comparisons(runs, family) if family else []
     for run in runs:
-        if (run.get("metrics") or {}).get("eval/applicable") == 0:
-            out.append(f"{method_label(run)} was not run here: it needs an instruction-following chat model "
-                       "(see outputs/eval/" + run["name"] + "/settings.json).")
+        reason = not_applicable_reason(run)
+        if reason is not None:
+            out.append(f"{method_label(run)} was not run here: {reason} (outputs/eval/{run['name']}/settings.json).")
     return out
 
 

@@ -19,7 +19,8 @@ FAMILY_COLUMNS = (
     ("coverage", "coverage ± se"), ("kl_uniform", "KL unif"), ("kl_reference", "KL ref"),
     ("semantic_diversity", "semantic div ± se"), ("distinct_1", "distinct-1"), ("distinct_2", "distinct-2"),
     ("rouge_l", "ROUGE-L"),
-    ("self_bleu", "self-BLEU"), ("quality", "quality ± se"), ("judge_failures", "judge fail"),
+    ("self_bleu", "self-BLEU"), ("quality", "quality ± se"), ("judged_quality", "judged quality ± se"),
+    ("judge_agreement", "judge agrees with key"), ("judge_failures", "judge fail"),
     ("tokens_per_answer", "tokens/answer"), ("seconds_per_answer", "ms/answer"),
 )
 DIAGNOSTIC_COLUMNS = (
@@ -172,7 +173,8 @@ def distance_table_markdown(runs: list[dict], title: str, intro: str, columns: t
 # Per family, the numbers a headline or methods-table row keeps (`family_value` suffixes; NaN where a run
 # lacks one), under "<family>/<suffix>", beside "<family>/max_k" (the largest k of its pass@k, or None).
 ROW_SUFFIXES = ("accuracy_greedy", "accuracy_mean", "accuracy_mean_se", "pass@max", "no_answer", "coverage",
-                "coverage_se", "validity", "semantic_diversity", "distinct_2", "quality", "quality_se", "kl_uniform")
+                "coverage_se", "validity", "semantic_diversity", "distinct_2", "quality", "quality_se", "kl_uniform",
+                "judged_quality", "judged_quality_se", "judge_agreement")
 # A row's run-wide numbers, under their metric names (train/seconds from the training summary).
 ROW_TOTALS = ("cost/tokens_per_answer", "cost/inference_tokens_per_answer")
 # The block of columns a family gets in the headline and methods tables, per kind (`family_kind`), in this
@@ -181,7 +183,8 @@ KIND_COLUMNS = {
     ANSWER_KEYED: (("accuracy_greedy", "acc greedy"), ("accuracy_mean", "avg@n ± se"), ("pass@max", "pass@n"),
                    ("no_answer", "no answer")),
     OPEN_ENDED: (("coverage", "coverage ± se"), ("validity", "validity"), ("diversity", "diversity"),
-                 ("quality", "quality ± se"), ("kl_uniform", "KL to uniform")),
+                 ("judged_quality", "judged quality ± se"), ("judge_agreement", "judge = key"),
+                 ("kl_uniform", "KL to uniform")),
     CREATIVE: (("diversity", "diversity"), ("quality", "quality ± se")),
 }
 
@@ -306,8 +309,8 @@ def _not_applicable_row(cells: list[str], reason: str, width: int) -> str:
 
 
 def _methods_order(runs: list[dict]) -> list[dict]:
-    order = {"base": 0, "power_flow": 1, "low_temperature": 2, "mcmc": 3, "smc": 4, "verbalized": 5, "grpo": 6,
-             "empo": 7}
+    order = {"base": 0, "power_flow": 1, "low_temperature": 2, "mcmc": 3, "smc": 4, "verbalized": 5,
+             "high_temperature": 6, "grpo": 7, "empo": 8}
     return sorted(runs, key=lambda r: (order.get(r.get("method") or "power_flow", 9), r.get("alpha") or 0.0,
                                        r.get("method_alpha") or 0.0, r["name"]))
 

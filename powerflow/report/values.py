@@ -23,10 +23,14 @@ def method_label(run: dict) -> str:
     alpha = run.get("alpha") if run.get("alpha") is not None else run.get("method_alpha")
     names = {"base": "base model", "power_flow": "Power-Flow", "low_temperature": "low temperature",
              "mcmc": "MCMC power sampling", "smc": "Power-SMC", "verbalized": "verbalized sampling",
+             "high_temperature": "high temperature",
              "grpo": "GRPO (gold answers)", "empo": "EMPO (semantic entropy)"}
     label = names.get(method, method)
     if alpha is not None:
         label += f" α={alpha:g}"
+    temperature = (run.get("metrics") or {}).get("sampler/temperature")
+    if method == "high_temperature" and temperature is not None:
+        label += f" T={temperature:g}"
     if method == "power_flow" and run.get("objective"):
         label += f" ({run['objective']})"
     return label

@@ -8,6 +8,10 @@ distribution to the power α:
 whose sequence distribution Π_t q(y_t | ·) is in general NOT p(y|q)^α / Z(q): each step is
 renormalised separately, so low temperature favours locally likely tokens (powerflow.exact measures
 the gap on enumerable models). α → ∞ is greedy decoding.
+
+High temperature (T = baselines.high_temperature > 1, run "high_temperature") is the same sampler
+at α = 1/T < 1: the token-level flattening that the creative comparison sets against Power-Flow at
+α < 1 and verbalized sampling.
 """
 
 from __future__ import annotations
@@ -38,3 +42,13 @@ def low_temperature_for(cfg, alpha: float) -> Sampler:
 
 LOW_TEMPERATURE = Baseline("low_temperature", "inference", "token-level temperature 1/α on the base model",
                            low_temperature_for)
+
+
+def high_temperature_for(cfg, alpha: float | None = None) -> Sampler:
+    """The high-temperature baseline of a sweep: temperature T = baselines.high_temperature (α = 1/T)."""
+    return low_temperature_sampler(1.0 / cfg.baselines.high_temperature, cfg.evaluate.max_new_tokens,
+                                   cfg.evaluate.batch_size)
+
+
+HIGH_TEMPERATURE = Baseline("high_temperature", "always", "token-level temperature T > 1 on the base model "
+                            "(baselines.high_temperature)", high_temperature_for)

@@ -335,6 +335,11 @@ def is_chat_document(document: str) -> bool:
 # Public API
 
 
+def world_families(cfg: WorldConfig, wanted: Sequence[str]) -> list[str]:
+    """The world's families among `wanted` that this world has: chat only when world.chat_fraction > 0."""
+    return [f for f in wanted if f in FAMILIES and (f != "chat" or cfg.chat_fraction > 0)]
+
+
 def world_prompt_rows(cfg: WorldConfig, families: Sequence[str] = DEFAULT_FAMILIES) -> list[dict]:
     """One dict per prompt of the given families: id, family, split, prompt, answer. Deterministic given cfg.
 
@@ -342,6 +347,7 @@ def world_prompt_rows(cfg: WorldConfig, families: Sequence[str] = DEFAULT_FAMILI
     open_ended rows: answer is the list of valid answers of the prompt's category.
     chat rows (world.chat_fraction > 0): the open-ended questions as direct chat requests
       ('user: name a fruit : assistant:', same templates and splits), answer as open_ended.
+    request: the question without the chat template ('name a fruit :' for a chat row), the prompt otherwise.
     Ids: "reasoning-3+5+2", "open_ended-fruit-<split><template index>", "chat-fruit-<split><template index>".
     """
     unknown = [f for f in families if f not in FAMILIES]
@@ -358,6 +364,7 @@ def world_prompt_rows(cfg: WorldConfig, families: Sequence[str] = DEFAULT_FAMILI
                 "family": "reasoning",
                 "split": split,
                 "prompt": reasoning_prompt(cfg, digits),
+                "request": reasoning_prompt(cfg, digits),
                 "answer": str(sum(digits)),
             })
     prompt_of = {"open_ended": open_prompt, "chat": chat_prompt}
@@ -370,6 +377,7 @@ def world_prompt_rows(cfg: WorldConfig, families: Sequence[str] = DEFAULT_FAMILI
                         "family": family,
                         "split": split,
                         "prompt": prompt_of[family](template, category),
+                        "request": open_prompt(template, category),
                         "answer": list(CATEGORY_ANSWERS[category]),
                     })
     return rows

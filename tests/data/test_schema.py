@@ -21,7 +21,8 @@ from powerflow.data.schema import (
 
 def test_world_rows_keep_their_schema(world_rows):
     prompts, answers = to_prompt_schema(pd.DataFrame(world_rows), DataConfig())
-    assert list(prompts.columns) == ["id", "family", "split", "prompt"]
+    assert list(prompts.columns) == ["id", "family", "split", "prompt", "request"]
+    assert (prompts["request"] == prompts["prompt"]).all()  # a source without requests: the prompt is the request
     assert list(answers.columns) == list(ANSWER_COLUMNS)
     assert prompts["split"].tolist() == ["train", "eval", "train", "eval"]
     assert [json.loads(a) for a in answers["answer"]] == ["5", "5", ["apple", "pear"], ["red", "blue"]]

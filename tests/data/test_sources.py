@@ -38,8 +38,9 @@ def write_source(path, rows):
 def assert_mapped(raw):
     prompts, answers = to_prompt_schema(raw, DataConfig(source="x.jsonl", columns=MAPPING))
     assert prompts.to_dict("records") == [
-        {"id": "7", "family": "reasoning", "split": "eval", "prompt": "what is two plus three"},
-        {"id": "8", "family": "open_ended", "split": "train", "prompt": "name a fruit"},
+        {"id": "7", "family": "reasoning", "split": "eval", "prompt": "what is two plus three",
+         "request": "what is two plus three"},
+        {"id": "8", "family": "open_ended", "split": "train", "prompt": "name a fruit", "request": "name a fruit"},
     ]
     assert answers["answer"].tolist() == ['"5"', '"apple"']
 

@@ -22,9 +22,9 @@ def table(world_rows, tokenizer):
 def test_valid_table_passes_and_writes_report(table, tmp_path):
     report = tmp_path / "reports" / "ok.json"
     summary = validate_prompts(table, CFG, report)
-    assert summary == {"success": True, "evaluated": 13, "failed": [], "report": str(report)}
+    assert summary == {"success": True, "evaluated": 14, "failed": [], "report": str(report)}
     result = json.loads(report.read_text())
-    assert result["success"] is True and result["statistics"]["evaluated_expectations"] == 13
+    assert result["success"] is True and result["statistics"]["evaluated_expectations"] == 14
 
 
 def _empty_text(t):
@@ -93,4 +93,4 @@ def test_several_failures_are_listed_in_one_message(table, tmp_path):
     with pytest.raises(DataValidationError) as info:
         validate_prompts(table, CFG, tmp_path / "r.json")
     assert {f["check"] for f in info.value.summary["failed"]} == {"unique ids", "allowed families"}
-    assert "2 of 13 expectations" in str(info.value)
+    assert "2 of 14 expectations" in str(info.value)

@@ -51,7 +51,7 @@ def test_alpha_sweep_deployment_runs_on_a_process_worker(tmp_path):
         names = {r.info.run_name for r in runs}
         # the sweep flow runs the baselines too (tiny params: GRPO, EMPO, MCMC and low temperature at α=2)
         assert {"alpha-0.5-la_tb-s0", "alpha-4.0-la_tb-s0", "base", "grpo", "empo", "mcmc-2.0", "low_temperature-2.0",
-                "verbalized"} <= names
+                "verbalized", "high_temperature"} <= names
         trained = [r for r in runs if r.info.run_name == "alpha-4.0-la_tb-s0"][0]
         assert trained.data.params["run.alpha"] == "4.0" and trained.data.tags["seed"] == "0"
         assert "eval/reasoning/accuracy_mean" in trained.data.metrics

@@ -25,7 +25,7 @@ from powerflow.servers import mlflow_server
 pytestmark = pytest.mark.slow
 
 SWEEPS = {"sweep-a": 0.5, "sweep-b": 2.0}  # sweep name -> its one α
-# One flow run per DVC stage of a one-α sweep without baselines (verbalized is evaluated as n/a).
+# One flow run per DVC stage of a one-α sweep without baselines (and the two baselines every sweep runs).
 FLOWS_PER_SWEEP = {"prepare": 1, "base": 1, "train": 1, "evaluate": 3, "register": 1, "report": 1}
 
 
@@ -95,7 +95,7 @@ def test_each_sweep_has_one_parent_with_its_own_children(sweeps):
     for name, alpha in SWEEPS.items():
         parent = parents[name].info.run_id
         children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent}
-        assert set(children) == {"base", member(alpha), "verbalized"}
+        assert set(children) == {"base", member(alpha), "verbalized", "high_temperature"}
         assert all(r.data.tags["powerflow.sweep"] == name for r in children.values())
         trained = children[member(alpha)]
         run_json = json.loads((projects[name] / "outputs" / "train" / member(alpha) / "run.json").read_text())

@@ -18,7 +18,8 @@ import pytest
 
 from benchmarks.pipeline_project import ROOT, make_project, run
 
-EVALUATION = ("evaluate_base", "evaluate", "evaluate_baseline", "evaluate_method", "evaluate_verbalized")
+EVALUATION = ("evaluate_base", "evaluate", "evaluate_baseline", "evaluate_method", "evaluate_verbalized",
+              "evaluate_high_temperature")
 UPSTREAM = ("prepare", "base", "train", "train_baseline", "register", "register_baseline", *EVALUATION)
 
 

@@ -73,7 +73,7 @@ def test_every_stage_wrote_its_outputs(project):
 
 def test_every_baseline_ran_on_the_same_recipe(project, client):
     """GRPO and EMPO trained, registered and evaluated; MCMC and low temperature evaluated on the base;
-    verbalized sampling reported as not applicable (the world model has no chat template)."""
+    verbalized sampling on the open-ended families of the world's chat model; high temperature."""
     tiny_steps = 2
     for method in ("grpo", "empo"):
         assert (project / "models" / "policies" / method / "model.safetensors").is_file()
@@ -87,17 +87,31 @@ def test_every_baseline_ran_on_the_same_recipe(project, client):
     # MCMC pays for its rejected proposals: more tokens generated than the answers hold
     assert mcmc["cost/inference_tokens_per_answer"] > mcmc["cost/tokens_per_answer"]
     assert low["cost/inference_tokens_per_answer"] == pytest.approx(low["cost/tokens_per_answer"])
+    # verbalized sampling answers the open-ended families only, asked by their plain request; the judge
+    # (the base) scores every open-ended row of every run, its agreement with the answer key beside it
     verbalized = json.loads((project / "outputs" / "eval" / "verbalized" / "metrics.json").read_text())
-    assert verbalized == {"eval/applicable": 0.0}
     settings = json.loads((project / "outputs" / "eval" / "verbalized" / "settings.json").read_text())
-    assert "instruction-following" in settings["not_applicable"]
+    assert [f["family"] for f in settings["families"]] == ["open_ended", "chat"]
+    assert "not_applicable" not in settings and not any(k.startswith("reasoning/") for k in verbalized)
+    for family in ("open_ended", "chat"):
+        assert 0.0 <= verbalized[f"{family}/coverage"] <= 1.0 and 0.0 <= verbalized[f"{family}/validity"] <= 1.0
+        assert 0.0 <= verbalized["sampler/parse_failures"] <= 1.0
+        for run in ("verbalized", "high_temperature", "base", "alpha-2.0-la_tb-s0"):
+            metrics = json.loads((project / "outputs" / "eval" / run / "metrics.json").read_text())
+            assert 0.0 <= metrics[f"{family}/judge_failures"] <= 1.0
+            assert f"{family}/judge_agreement" in metrics and f"{family}/judged_quality" in metrics
+    samples = [json.loads(line) for line in (project / "outputs" / "eval" / "verbalized" / "samples.jsonl").open()]
+    assert {s["family"] for s in samples} == {"open_ended", "chat"}
+    high = json.loads((project / "outputs" / "eval" / "high_temperature" / "metrics.json").read_text())
+    assert high["sampler/temperature"] == 2.0 and "reasoning/accuracy_mean" in high
 
     experiment = client.get_experiment_by_name("powerflow")
     runs = client.search_runs([experiment.experiment_id])
     by_name = {r.info.run_name: r for r in runs}
     parent = next(r for r in runs if r.data.tags.get("powerflow.role") == "parent").info.run_id
     for name, method in [("grpo", "grpo"), ("empo", "empo"), ("mcmc-2.0", "mcmc"),
-                         ("low_temperature-2.0", "low_temperature"), ("verbalized", "verbalized")]:
+                         ("low_temperature-2.0", "low_temperature"), ("verbalized", "verbalized"),
+                         ("high_temperature", "high_temperature")]:
         assert by_name[name].data.tags.get("mlflow.parentRunId") == parent  # siblings of the α runs
         assert by_name[name].data.tags.get("method") == method
     assert "eval/reasoning/accuracy_mean" in by_name["grpo"].data.metrics
@@ -107,8 +121,7 @@ def test_every_baseline_ran_on_the_same_recipe(project, client):
     report = (project / "outputs" / "report" / "report.md").read_text()
     assert "## Methods side by side" in report
     for label in ("MCMC power sampling α=2", "GRPO (gold answers)", "EMPO (semantic entropy)",
-                  "low temperature α=2",
-                  "verbalized sampling | verbalized | not applicable: verbalized sampling needs an instruction"):
+                  "low temperature α=2", "verbalized sampling | verbalized |", "high temperature T=2 |"):
         assert label in report
     assert "| mcmc-2.0 | 2 |" in report and "| grpo | – |" in report  # a baseline's α column: its own α or –
     assert any(f"Power-Flow {verdict} MCMC power sampling at α=2" in report

@@ -105,7 +105,7 @@ def test_apply_keeps_the_comments_of_params_yaml(project):
     apply_preset("qwen2.5-math-7b-alpha4", params)
     text = params.read_text()
     assert [line for line in text.splitlines() if line.lstrip().startswith("#")] == comments
-    assert "\n  judge: null " in text and "\n  uri: null\n" in text  # nulls stay spelled null
+    assert "\n  select_on: null " in text and "\n  uri: null\n" in text  # nulls stay spelled null
 
 
 def test_a_preset_that_does_not_validate_leaves_params_untouched(tmp_path):

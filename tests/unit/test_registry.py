@@ -30,7 +30,7 @@ def test_every_builtin_baseline_resolves_under_its_name_and_kind():
             baseline = registry.baseline(name)
             assert (baseline.name, baseline.kind) == (name, kind) and callable(baseline.build)
     assert registry.baseline_names("trained") == ("grpo", "empo")
-    assert registry.baseline_names("always") == ("verbalized",)
+    assert registry.baseline_names("always") == ("verbalized", "high_temperature")
 
 
 def test_an_unknown_name_is_one_error_naming_the_choices():

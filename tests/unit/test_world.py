@@ -110,7 +110,7 @@ def test_prompt_rows_are_deterministic_with_unique_ids_and_the_documented_fields
         ("open_ended", "eval"): n_categories * len(CFG.open_eval_templates),
     }
     for r in rows:
-        assert set(r) == {"id", "family", "split", "prompt", "answer"}
+        assert set(r) == {"id", "family", "split", "prompt", "request", "answer"}
         if r["family"] == "reasoning":
             digits = [int(d) for d in re.findall(r"\d", r["prompt"])]
             assert r["answer"] == str(sum(digits)) and len(digits) == CFG.n_operands

@@ -118,8 +118,11 @@ def _generate_responses(model, tokenizer, prompts, n_responses, seed, cfg, *, ba
 
 
 def verbalized_for(cfg, alpha: float | None = None) -> Sampler:
-    """The verbalized-sampling baseline of a sweep (baselines.verbalized_method, verbalized_k)."""
-    return verbalized_sampler(VerbalizedConfig(method=cfg.baselines.verbalized_method, k=cfg.baselines.verbalized_k))
+    """The verbalized-sampling baseline of a sweep (baselines.verbalized_method, verbalized_k,
+    verbalized_max_new_tokens), batched as evaluate.batch_size."""
+    b = cfg.baselines
+    vs = VerbalizedConfig(method=b.verbalized_method, k=b.verbalized_k, max_new_tokens=b.verbalized_max_new_tokens)
+    return verbalized_sampler(vs, batch_size=cfg.evaluate.batch_size, backend=cfg.evaluate.backend)
 
 
 VERBALIZED = Baseline("verbalized", "always", "verbalized sampling: k answers with probabilities, one drawn",
