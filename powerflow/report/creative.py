@@ -24,10 +24,12 @@ from powerflow.report.values import (
     OPEN_ENDED, alpha_cell, family_kind, finite, fmt, fmt_se, method_label, nan_to_zero, row_order,
 )
 
-# (metric suffix, header) of the comparison table; a column shows only where some run has it.
-CREATIVE_COLUMNS = (("coverage", "coverage ± se"), ("validity", "validity ± se"),
-                    ("semantic_diversity", "semantic diversity ± se"), ("distinct_2", "distinct-2"),
-                    ("judged_quality", "judged quality ± se"), ("judge_agreement", "judge agrees with key"))
+# (metric, header) of the comparison table, {f} the family; a column shows only where some run has it.
+# The exact p_base^α coverage (powerflow.world.oracle, the embedded world only) is what a policy at α aims at.
+CREATIVE_COLUMNS = (("{f}/coverage", "coverage ± se"), ("exact/target/{f}/coverage", "p^α coverage (exact)"),
+                    ("{f}/validity", "validity ± se"), ("{f}/semantic_diversity", "semantic diversity ± se"),
+                    ("{f}/distinct_2", "distinct-2"), ("{f}/judged_quality", "judged quality ± se"),
+                    ("{f}/judge_agreement", "judge agrees with key"))
 # The inference-time methods that flatten the base: run "method" -> kept when its α (if any) is < 1.
 FLATTENING_METHODS = ("verbalized", "high_temperature", "low_temperature")
 
@@ -72,18 +74,20 @@ def creative_table_markdown(runs: list[dict], family: str | None = None) -> str:
     rows = creative_rows(runs, family) if family else []
     if len(rows) < 2:
         return ""
-    columns = [(s, h) for s, h in CREATIVE_COLUMNS if any(finite(_metrics(r).get(f"{family}/{s}")) for r in rows)]
+    columns = [(k.format(f=family), h) for k, h in CREATIVE_COLUMNS
+               if any(finite(_metrics(r).get(k.format(f=family))) for r in rows)]
     header = ["method", "run", "α"] + [h for _, h in columns]
     lines = [f"## Creative comparison on {family}\n",
              f"{family} is the open-ended family where the base model covers the fewest valid answers (the most "
              "collapsed). Coverage, validity and diversity are read against its answer key; judged quality is the "
-             "judge's score in [0, 1] (evaluate.judge), next to how often the judge agrees with the key. "
+             "judge's score in [0, 1] (evaluate.judge), next to how often the judge agrees with the key; p^α "
+             "coverage (exact) is the expected coverage of the policy's target, where the oracle computes it. "
              "± is the standard error over prompts (coverage, validity) or over answers (judged quality).\n",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in rows:
         m = _metrics(run)
         cells = [method_label(run), run["name"], alpha_cell(run)]
-        cells += [fmt_se(m.get(f"{family}/{s}"), m.get(f"{family}/{s}_se")) for s, _ in columns]
+        cells += [fmt_se(m.get(key), m.get(f"{key}_se")) for key, _ in columns]
         lines.append("| " + " | ".join(cells) + " |")
     findings = creative_findings(runs, family)
     return "\n".join(lines) + "\n\n" + "".join(f"- {f}\n" for f in findings)

@@ -414,3 +414,37 @@ def test_judge_from_config_missing_local_model_is_a_user_error(tmp_path):
     missing = str(tmp_path / "no-such-judge")
     with pytest.raises(JudgeUnavailable, match="no-such-judge"):
         judge_from_config(missing)
+
+
+# ---------------------------------------------------------------------------------------------
+# The judge on a family with an answer key: its scores and its agreement with the key
+
+
+class KeyedJudge:
+    """Says "Score: 10" when the response is in `likes`, else "Score: 0"; counts the prompts it is asked."""
+
+    def __init__(self, likes):
+        self.likes, self.asked = set(likes), []
+
+    def complete(self, prompts):
+        self.asked += prompts
+        return ["Score: 10" if p.split("Response: ")[1].split("\n")[0] in self.likes else "Score: 0" for p in prompts]
+
+
+def graded(completion, valid):
+    return {"completion": completion, "valid": valid, "correct": valid, "extracted": completion if valid else None}
+
+
+def test_judged_quality_and_agreement_with_the_answer_key_on_an_open_ended_family():
+    from powerflow.eval.evaluate import Scoring, judged_open_ended_quality
+
+    rows = [{"prompt": "name a fruit"}, {"prompt": "name a colour"}]
+    sampled = [[graded("apple", True), graded("apple", True), graded("rock", False)],
+               [graded("red", True), graded("blue", True), graded("", False)]]
+    judge = KeyedJudge({"apple", "red", "rock"})  # wrong on "rock" (valid to it) and on "blue" (invalid to it)
+    scoring = Scoring(judge=judge, rubric=SHORT_RUBRIC, judge_prompt=short_judge_prompt)
+    out = judged_open_ended_quality(rows, sampled, scoring)
+    assert out["judged_quality"] == pytest.approx(4 / 6) and out["judge_failures"] == 0
+    assert out["judge_agreement"] == pytest.approx(4 / 6)
+    assert len(judge.asked) == 5  # the two identical (request, response) pairs are asked once
+    assert judged_open_ended_quality(rows, sampled, Scoring()) == {}  # no judge: no judged numbers

@@ -386,3 +386,18 @@ def test_sampler_plugs_into_evaluate_model(fitted):
     assert metrics["sampler/parse_failures"] == 0.0 and metrics["sampler/candidates_per_response"] == 2.0
     assert metrics["colours/validity"] == 1.0 and metrics["colours/coverage"] == 1.0
     assert metrics["colours/inference_tokens_per_answer"] == pytest.approx(reply_tokens / 2)
+
+
+def test_the_pipeline_asks_verbalized_sampling_the_open_ended_requests_only():
+    from powerflow.errors import UserError
+    from powerflow.pipeline.evaluate import verbalized_rows
+
+    rows = [{"id": "r", "family": "reasoning", "prompt": "Q 3 5 =", "request": "Q 3 5 ="},
+            {"id": "c", "family": "chat", "prompt": "user: name a fruit : assistant:", "request": "name a fruit :"},
+            {"id": "w", "family": "writing", "prompt": "write a poem"}]  # no request: the prompt is asked
+    kinds = {"reasoning": "reasoning", "chat": "open_ended", "writing": "creative"}
+    chosen = verbalized_rows(rows, kinds)
+    assert [(r["id"], r["prompt"]) for r in chosen] == [("c", "name a fruit :"), ("w", "write a poem")]
+    assert rows[1]["prompt"] == "user: name a fruit : assistant:"  # the caller's rows are left as they were
+    with pytest.raises(UserError, match="open-ended and creative"):
+        verbalized_rows(rows[:1], kinds)

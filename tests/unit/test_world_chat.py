@@ -356,3 +356,14 @@ def test_sample_chat_document_is_seeded():
     a = [sample_chat_document(CFG, random.Random(5), TEMPLATES) for _ in range(3)]
     b = [sample_chat_document(CFG, random.Random(5), TEMPLATES) for _ in range(3)]
     assert a == b
+
+
+def test_the_world_offers_its_chat_family_only_with_chat_documents():
+    from powerflow.world.teacher import world_families, world_prompt_rows
+
+    wanted = ("reasoning", "open_ended", "chat", "writing")
+    assert world_families(WorldConfig(chat_fraction=0.0), wanted) == ["reasoning", "open_ended"]
+    assert world_families(WorldConfig(chat_fraction=0.3), wanted) == ["reasoning", "open_ended", "chat"]
+    chat = [r for r in world_prompt_rows(WorldConfig(chat_fraction=0.3), ["chat"])]
+    assert chat and all(r["prompt"].startswith("user: ") and not r["request"].startswith("user: ") for r in chat)
+    assert all(r["request"] in r["prompt"] for r in chat)
