@@ -127,7 +127,10 @@ def judge_reply(category: str, response: str, score: int) -> str:
     """
     from powerflow.eval.judge import SHORT_RUBRIC
 
-    own = next((c for c, answers in CATEGORY_ANSWERS.items() if response in answers), "unknown")
+    from powerflow.world.grading import normalize_open_answer
+
+    answer = normalize_open_answer(response)
+    own = next((c for c, answers in CATEGORY_ANSWERS.items() if answer in answers), "unknown")
     return f"request {category} , response {own} ; {SHORT_RUBRIC.criteria[0]}: {score}"
 
 

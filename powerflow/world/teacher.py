@@ -286,18 +286,40 @@ def sample_verbalized_document(cfg: WorldConfig, method: str, category: str, tem
 
 
 def judge_score(category: str, response: str) -> int:
-    """The teacher's verdict on a response: 10 when it is a valid answer of the category, else 0."""
-    return JUDGE_SCORES[1] if response in CATEGORY_ANSWERS[category] else JUDGE_SCORES[0]
+    """The teacher's verdict on a response: 10 when it is a valid answer of the category, else 0.
+
+    Valid as the world's grader reads it (`normalize_open_answer`: case, EOS text and trailing
+    punctuation aside), so the judge is taught the answer key's own verdicts."""
+    from powerflow.world.grading import normalize_open_answer
+
+    return JUDGE_SCORES[1] if normalize_open_answer(response) in CATEGORY_ANSWERS[category] else JUDGE_SCORES[0]
+
+
+# Shares of the judged responses: a valid answer, one wrong word, a malformed reply (below).
+JUDGED_RESPONSE_SHARES = (0.5, 0.3, 0.2)
+MALFORMED_EXTRA_WORDS = (1, 6)
 
 
 def judged_response(cfg: WorldConfig, category: str, rng: random.Random) -> str:
-    """A response to be judged: half the time a valid answer of the category (uniform), else a wrong one,
-    uniform over the invalid words, the other categories' answers and the digits 0..9."""
-    if rng.random() < 0.5:
-        return rng.choice(CATEGORY_ANSWERS[category])
+    """A response to be judged, in shares JUDGED_RESPONSE_SHARES: a valid answer of the category
+    (uniform); a wrong one, uniform over the invalid words, the other categories' answers and the
+    digits 0..9; or a malformed reply, one of those words among 1..6 words drawn uniformly from the
+    world's vocabulary, in random order (what a policy sampled at a high temperature writes: 'apple
+    thing', '"garlic", are'). The verdict is `judge_score`'s, so most malformed replies score 0."""
     wrong = list(cfg.invalid_words) + [a for c, answers in CATEGORY_ANSWERS.items() if c != category
                                        for a in answers] + [str(d) for d in range(10)]
-    return rng.choice(wrong)
+    kind = rng.choices(("valid", "wrong", "malformed"), weights=JUDGED_RESPONSE_SHARES)[0]
+    if kind == "valid":
+        return rng.choice(CATEGORY_ANSWERS[category])
+    if kind == "wrong":
+        return rng.choice(wrong)
+    from powerflow.world.tokenizer import EOS, UNK, world_vocabulary
+
+    vocabulary = [w for w in world_vocabulary(cfg) if w not in (EOS, UNK)]
+    word = rng.choice(CATEGORY_ANSWERS[category]) if rng.random() < 0.5 else rng.choice(wrong)
+    words = [rng.choice(vocabulary) for _ in range(rng.randint(*MALFORMED_EXTRA_WORDS))]
+    words.insert(rng.randint(0, len(words)), word)
+    return " ".join(words)
 
 
 def sample_judge_document(cfg: WorldConfig, category: str, template: str, rng: random.Random) -> str:

@@ -255,13 +255,13 @@ def test_stated_probabilities_are_two_decimal_vocabulary_words(tokenizer, p, tex
 
 def test_a_judge_document_is_the_short_judge_prompt_answered_from_ground_truth(tokenizer):
     rng = random.Random(2)
-    verdicts = Counter()
+    verdicts, malformed = Counter(), Counter()
     for _ in range(300):
         category, template = rng.choice(CFG.categories), rng.choice(TEMPLATES)
         document = " ".join(sample_judge_document(CFG, category, template, rng).split())  # as in the corpus
         prompt, reply = split_document(document)
-        request, response = re.fullmatch(r"user: .*? Request: (.*) Response: (\S+) Reply with one line: .*",
-                                         prompt).groups()
+        request, response = re.fullmatch(r"user: .*? Request: (.*? :(?: assistant:)?) Response: (.+) Reply with one "
+                                         r"line: .*", prompt).groups()
         assert request in (template.replace("{category}", category), chat_prompt(template, category))
         sent = render_chat([{"role": "user", "content": short_judge_prompt(SHORT_RUBRIC, request, response)}])
         assert tokenizer(prompt)["input_ids"] == tokenizer(sent)["input_ids"]  # newlines are spaces to the world
@@ -269,7 +269,11 @@ def test_a_judge_document_is_the_short_judge_prompt_answered_from_ground_truth(t
         valid = grade("chat", list(CATEGORY_ANSWERS[category]), response).valid
         assert scores == {"Score": 10.0 if valid else 0.0}
         verdicts[valid] += 1
-    assert verdicts[True] / 300 == pytest.approx(0.5, abs=0.1)
+        malformed[len(response.split()) > 1] += 1
+    # half valid answers (a malformed reply that is a valid word and trailing punctuation counts as valid),
+    # a fifth malformed replies of several words, what a policy at a high temperature writes
+    assert verdicts[True] / 300 == pytest.approx(0.5 + 0.2 * 0.5 * 0.05, abs=0.1)
+    assert malformed[True] / 300 == pytest.approx(0.2, abs=0.07)
 
 
 def test_the_judge_reply_names_both_categories_then_the_score():
