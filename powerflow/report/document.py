@@ -149,7 +149,8 @@ _LEGEND = {
     OPEN_ENDED: ("Open-ended families ({families}): coverage is the fraction of each prompt's valid answers that "
                  "appear among its samples, averaged over prompts; validity the fraction of samples that are valid "
                  "answers; diversity the semantic diversity of the samples (distinct-2 without an embedder); "
-                 "judged quality the judge's score in [0, 1] (evaluate.judge), ± se over answers, and judge = key "
+                 "quality the score against the answer key, ± se over prompts; judged quality the judge's score "
+                 "in [0, 1] (evaluate.judge), ± se over answers, and judge = key "
                  "the share of answers where the judge's verdict (score ≥ ½) agrees with the answer key; KL to "
                  "uniform KL(empirical valid answers ‖ uniform over the valid set), nats."),
     CREATIVE: ("Creative families ({families}): diversity is the semantic diversity of the samples (distinct-2 "

@@ -183,8 +183,8 @@ KIND_COLUMNS = {
     ANSWER_KEYED: (("accuracy_greedy", "acc greedy"), ("accuracy_mean", "avg@n ± se"), ("pass@max", "pass@n"),
                    ("no_answer", "no answer")),
     OPEN_ENDED: (("coverage", "coverage ± se"), ("validity", "validity"), ("diversity", "diversity"),
-                 ("judged_quality", "judged quality ± se"), ("judge_agreement", "judge = key"),
-                 ("kl_uniform", "KL to uniform")),
+                 ("quality", "quality ± se"), ("judged_quality", "judged quality ± se"),
+                 ("judge_agreement", "judge = key"), ("kl_uniform", "KL to uniform")),
     CREATIVE: (("diversity", "diversity"), ("quality", "quality ± se")),
 }
 

@@ -62,6 +62,7 @@ from powerflow.world.chat import (
     JUDGE_SCORES,
     ROLE_MARKERS,
     VERBALIZED_METHODS,
+    chat_vocabulary,
     judge_reply,
     judge_request,
     reasoning_text,
@@ -300,11 +301,19 @@ JUDGED_RESPONSE_SHARES = (0.5, 0.3, 0.2)
 MALFORMED_EXTRA_WORDS = (1, 6)
 
 
+def malformed_reply_words(cfg: WorldConfig) -> list[str]:
+    """The words a malformed judged reply is made of: the world's vocabulary but its special tokens and
+    the template words (reasoning words, numbers, categories, answers, invalid words, chat words)."""
+    words = [*REASONING_WORDS, *(str(n) for n in range(max_number(cfg) + 1)), *CATEGORY_ANSWERS]
+    words += [a for answers in CATEGORY_ANSWERS.values() for a in answers] + list(cfg.invalid_words)
+    return list(dict.fromkeys(words + chat_vocabulary(cfg)))
+
+
 def judged_response(cfg: WorldConfig, category: str, rng: random.Random) -> str:
     """A response to be judged, in shares JUDGED_RESPONSE_SHARES: a valid answer of the category
     (uniform); a wrong one, uniform over the invalid words, the other categories' answers and the
-    digits 0..9; or a malformed reply, one of those words among 1..6 words drawn uniformly from the
-    world's vocabulary, in random order (what a policy sampled at a high temperature writes: 'apple
+    digits 0..9; or a malformed reply, one of those words among 1..6 words drawn uniformly from
+    `malformed_reply_words`, in random order (what a policy sampled at a high temperature writes: 'apple
     thing', '"garlic", are'). The verdict is `judge_score`'s, so most malformed replies score 0."""
     wrong = list(cfg.invalid_words) + [a for c, answers in CATEGORY_ANSWERS.items() if c != category
                                        for a in answers] + [str(d) for d in range(10)]
@@ -313,9 +322,7 @@ def judged_response(cfg: WorldConfig, category: str, rng: random.Random) -> str:
         return rng.choice(CATEGORY_ANSWERS[category])
     if kind == "wrong":
         return rng.choice(wrong)
-    from powerflow.world.tokenizer import EOS, UNK, world_vocabulary
-
-    vocabulary = [w for w in world_vocabulary(cfg) if w not in (EOS, UNK)]
+    vocabulary = malformed_reply_words(cfg)
     word = rng.choice(CATEGORY_ANSWERS[category]) if rng.random() < 0.5 else rng.choice(wrong)
     words = [rng.choice(vocabulary) for _ in range(rng.randint(*MALFORMED_EXTRA_WORDS))]
     words.insert(rng.randint(0, len(words)), word)
