@@ -229,6 +229,12 @@ class PretrainConfig:
     warmup_steps: int = field(default=100, metadata={"help": "Linear warmup steps."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (0: logits of never-seen answers keep falling)."})
     grad_clip: float = field(default=1.0, metadata={"help": "Gradient-norm clip."})
+    micro_batches: int = field(
+        default=4,
+        metadata={"help": "Most forward passes a step's batch is split into, its documents grouped by length so "
+                          "each pass pads less (gradients summed: the same update as one pass, up to float "
+                          "rounding); 1: one pass per batch."},
+    )
     num_threads: int = field(
         default=0, metadata={"help": "torch.set_num_threads for pretraining; 0 keeps the process's setting."}
     )
@@ -251,5 +257,7 @@ class PretrainConfig:
             raise ConfigError(f"{section}.n_documents={self.n_documents} is below batch_size={self.batch_size}: raise it.")
         if self.warmup_steps < 0 or self.warmup_steps >= self.steps:
             raise ConfigError(f"{section}.warmup_steps={self.warmup_steps}: must be in [0, steps).")
+        if self.micro_batches < 1:
+            raise ConfigError(f"{section}.micro_batches={self.micro_batches}: use 1 (one pass per batch) or more.")
         if self.weight_decay < 0 or self.num_threads < 0:
             raise ConfigError(f"{section}.weight_decay and base.num_threads must be >= 0.")
