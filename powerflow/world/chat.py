@@ -115,15 +115,21 @@ def judge_request(question: str, response: str) -> str:
     return short_judge_prompt(SHORT_RUBRIC, question, response)
 
 
-def judge_reply(category: str, response: str, score: int) -> str:
-    """The judge's line: the requested category, the response's own, then the score.
+JUDGE_MATCH = {True: "same", False: "differ"}
 
-    "request fruit , response fruit ; Score: 10", "request fruit , response vegetable ; Score: 0",
-    "request fruit , response unknown ; Score: 0". The verdict is then a comparison of two words the
-    model has just written, three positions apart. A small model did not learn it otherwise: asked
-    for the verdict alone it rated everything 10, and with only the response's category before it,
-    it rated every category answer 10 (docs/design.md §3.3). parse_scores(text, SHORT_RUBRIC) cuts
-    the line at ',' and ';' and reads only "Score: N".
+
+def judge_reply(category: str, response: str, score: int) -> str:
+    """The judge's line: the requested category, the response's own, the two side by side with their
+    match, then the score.
+
+    "request fruit , response fruit ; fruit fruit same ; Score: 10", "request fruit , response
+    vegetable ; fruit vegetable differ ; Score: 0", "request fruit , response unknown ; fruit unknown
+    differ ; Score: 0". Each step is a lookup a small model learns: the response's category from its
+    word; each category copied from a fixed position back; "same" or "differ" from the two words just
+    written, adjacent; the score from that word. With only "request fruit , response vegetable ;
+    Score: N" the base learned the comparison in some pretraining runs and in others rated every
+    one-word answer 10 (docs/design.md §3.3). parse_scores(text, SHORT_RUBRIC) cuts the line at ','
+    and ';' and reads only "Score: N".
     """
     from powerflow.eval.judge import SHORT_RUBRIC
 
@@ -131,7 +137,8 @@ def judge_reply(category: str, response: str, score: int) -> str:
 
     answer = normalize_open_answer(response)
     own = next((c for c, answers in CATEGORY_ANSWERS.items() if answer in answers), "unknown")
-    return f"request {category} , response {own} ; {SHORT_RUBRIC.criteria[0]}: {score}"
+    match = JUDGE_MATCH[own == category]
+    return f"request {category} , response {own} ; {category} {own} {match} ; {SHORT_RUBRIC.criteria[0]}: {score}"
 
 
 def answer_words(cfg: WorldConfig) -> list[str]:
@@ -153,5 +160,5 @@ def chat_vocabulary(cfg: WorldConfig) -> list[str]:
     words += [f'"{a}",' for a in answer_words(cfg)]
     words += [f"{i / 100:.2f}" for i in range(101)]
     words += [w for c in CATEGORY_ANSWERS for w in f'"{reasoning_text(c)}",'.split()]
-    words += judge_request("", "").split() + judge_reply("", "", 0).split()
+    words += judge_request("", "").split() + judge_reply("", "", 0).split() + list(JUDGE_MATCH.values())
     return list(dict.fromkeys(words))

@@ -297,7 +297,7 @@ def judge_score(category: str, response: str) -> int:
 
 
 # Shares of the judged responses: a valid answer, one wrong word, a malformed reply (below).
-JUDGED_RESPONSE_SHARES = (0.5, 0.3, 0.2)
+JUDGED_RESPONSE_SHARES = (0.5, 0.35, 0.15)
 MALFORMED_EXTRA_WORDS = (1, 6)
 
 

@@ -254,6 +254,8 @@ def test_stated_probabilities_are_two_decimal_vocabulary_words(tokenizer, p, tex
 
 
 def test_a_judge_document_is_the_short_judge_prompt_answered_from_ground_truth(tokenizer):
+    from powerflow.world.teacher import JUDGED_RESPONSE_SHARES
+
     rng = random.Random(2)
     verdicts, malformed = Counter(), Counter()
     for _ in range(300):
@@ -271,15 +273,18 @@ def test_a_judge_document_is_the_short_judge_prompt_answered_from_ground_truth(t
         verdicts[valid] += 1
         malformed[len(response.split()) > 1] += 1
     # half valid answers (a malformed reply that is a valid word and trailing punctuation counts as valid),
-    # a fifth malformed replies of several words, what a policy at a high temperature writes
-    assert verdicts[True] / 300 == pytest.approx(0.5 + 0.2 * 0.5 * 0.05, abs=0.1)
-    assert malformed[True] / 300 == pytest.approx(0.2, abs=0.07)
+    # 0.15 malformed replies of several words, what a policy at a high temperature writes
+    shares = dict(zip(("valid", "wrong", "malformed"), JUDGED_RESPONSE_SHARES))
+    assert verdicts[True] / 300 == pytest.approx(shares["valid"], abs=0.1)
+    assert malformed[True] / 300 == pytest.approx(shares["malformed"], abs=0.07)
 
 
 def test_the_judge_reply_names_both_categories_then_the_score():
-    assert judge_reply("fruit", "carrot", 0) == "request fruit , response vegetable ; Score: 0"
-    assert judge_reply("fruit", "thing", 0) == "request fruit , response unknown ; Score: 0"
+    assert judge_reply("fruit", "carrot", 0) == "request fruit , response vegetable ; fruit vegetable differ ; Score: 0"
+    assert judge_reply("fruit", "thing", 0) == "request fruit , response unknown ; fruit unknown differ ; Score: 0"
+    assert judge_reply("fruit", "apple .", 10) == "request fruit , response fruit ; fruit fruit same ; Score: 10"
     assert parse_scores(judge_reply("fruit", "apple", 10), SHORT_RUBRIC) == {"Score": 10.0}
+    assert parse_scores(judge_reply("fruit", "carrot", 0), SHORT_RUBRIC) == {"Score": 0.0}
 
 
 def test_judge_score_is_ten_only_for_a_valid_answer_of_the_category():
