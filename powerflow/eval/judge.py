@@ -355,7 +355,7 @@ def _load_local_judge(name_or_path: str, device: str):
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype="auto")
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RuntimeError) as error:  # RuntimeError: weights that do not fit the config
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise JudgeUnavailable(
             f"judge model {name_or_path!r} cannot be loaded ({reason}): set evaluate.judge to a local transformers "

@@ -202,9 +202,9 @@ def evaluate_checkpoint(cfg: PipelineConfig, source: str, out_dir: Path, progres
     ecfg = replace(cfg.evaluate, judge=judge_source(cfg))
     prepared = prepared_split(cfg) if PREPARED in ecfg.benchmarks else None
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
+    generator = generation_model(cfg, source)  # checked before the judge loads (it may be this model)
     with eval_suite(ecfg, prepared, cfg.project_root) as suite:
         rows = suite.rows if select_rows is None else select_rows(suite.rows, dict(suite.scoring.kinds))
-        generator = generation_model(cfg, source)
         scoring = replace(suite.scoring, sampler=sampler) if sampler is not None else suite.scoring
         metrics, samples = evaluate_model(generator, tokenizer, rows, suite.grade, ecfg, progress=progress,
                                           scoring=scoring)

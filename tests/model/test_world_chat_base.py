@@ -1,6 +1,7 @@
 """A small base pretrained with chat documents follows the chat formats it was taught.
 
-One module fixture pretrains a small chat-heavy base (about half a minute on one core); the tests
+One module fixture pretrains a small chat-heavy base (under a minute on one core; 800 steps: at 400 the
+judge had not yet learned the response categories it compares); the tests
 sample it through the project's own code: the verbalized sampler (VS-Standard, k = 5) must get
 replies its parser reads, and the base as a short-scheme `TransformersJudge` must rate valid answers
 above invalid ones. The default base's numbers are in docs/design.md §3.3 (scripts/chat_study.py).
@@ -15,7 +16,7 @@ from powerflow.world.config import PretrainConfig, WorldConfig
 
 WORLD = WorldConfig(reasoning_fraction=0.1, chat_fraction=0.6, chat_mix=(0.2, 0.4, 0.4))
 SMALL = PretrainConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, n_documents=6000,
-                       steps=400, batch_size=32, warmup_steps=40, num_threads=1)
+                       steps=800, batch_size=32, warmup_steps=40, num_threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_the_chat_base_as_a_short_judge_writes_parsable_scores_and_rates_valid_a
     from powerflow.eval.judge import SHORT_RUBRIC, TransformersJudge, parse_scores, short_judge_prompt
     from powerflow.world.config import CATEGORY_ANSWERS
 
-    judge = TransformersJudge(str(chat_base), max_new_tokens=10, batch_size=64)
+    judge = TransformersJudge(str(chat_base), max_new_tokens=16, batch_size=64)  # the reply is 13 words
     items, truth = [], []
     for row in eval_rows("open_ended")[:8]:
         category = row["prompt"].split()[-2]
