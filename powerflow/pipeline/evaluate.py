@@ -99,9 +99,9 @@ def evaluate_inference_method(cfg: PipelineConfig, run: dict, progress: bool = T
 
     Greedy accuracy is the base model's (greedy decoding has no temperature); the n sampled
     answers come from the method, and cost/inference_tokens_per_answer counts every token it
-    generated. Verbalized sampling answers the open-ended and creative families only
-    (`verbalized_rows`); on a model without a chat template, or with no such family, it is not
-    applicable: the run writes its outputs with eval/applicable = 0 and the reason, and no numbers.
+    generated. Verbalized sampling answers the open-ended and creative families when there are some
+    (`verbalized_rows`); on a model without a chat template it is not applicable: the run writes its
+    outputs with eval/applicable = 0 and the reason, and no numbers.
     """
     source = base_model_source(cfg)
     out_dir = layout_of(cfg).evaluation(run["name"])
@@ -114,29 +114,18 @@ def evaluate_inference_method(cfg: PipelineConfig, run: dict, progress: bool = T
             "verbalized sampling needs an instruction-following chat model (the base model's tokenizer has no chat "
             "template; the embedded world has one with world.chat_fraction > 0); set model.name_or_path to an "
             "instruct model"))
-    try:
-        return evaluate_checkpoint(cfg, source, out_dir, progress, sampler=method_sampler(cfg, run),
-                                   select_rows=verbalized_rows)
-    except NoRowsToEvaluate as missing:
-        return write_not_applicable(cfg, source, out_dir, str(missing))
-
-
-class NoRowsToEvaluate(UserError):
-    """A method selected no eval rows: it does not apply to any family of this evaluation."""
+    return evaluate_checkpoint(cfg, source, out_dir, progress, sampler=method_sampler(cfg, run),
+                               select_rows=verbalized_rows)
 
 
 def verbalized_rows(rows: list[dict], kinds: dict[str, str]) -> list[dict]:
-    """The rows verbalized sampling answers: those of open-ended and creative families, each asked by its
-    `request` (the question before any chat template: the method writes its own conversation around it)."""
+    """The rows verbalized sampling answers: those of the open-ended and creative families, or every row
+    when there are none (e.g. a math-only dataset), each asked by its `request` (the question before any
+    chat template: the method writes its own conversation around it)."""
     from powerflow.eval.evaluate import CREATIVE, OPEN_ENDED
 
-    chosen = [r | {"prompt": r.get("request") or r["prompt"]} for r in rows
-              if kinds.get(str(r["family"])) in (OPEN_ENDED, CREATIVE)]
-    if not chosen:
-        raise NoRowsToEvaluate("verbalized sampling answers open-ended and creative questions, and this evaluation has "
-                               "none (every family has a reasoning answer key); add an open-ended family to the data "
-                               "or a creative benchmark to evaluate.benchmarks")
-    return chosen
+    open_ended = [r for r in rows if kinds.get(str(r["family"])) in (OPEN_ENDED, CREATIVE)]
+    return [r | {"prompt": r.get("request") or r["prompt"]} for r in (open_ended or rows)]
 
 
 def method_sampler(cfg: PipelineConfig, run: dict):

@@ -388,8 +388,7 @@ def test_sampler_plugs_into_evaluate_model(fitted):
     assert metrics["colours/inference_tokens_per_answer"] == pytest.approx(reply_tokens / 2)
 
 
-def test_the_pipeline_asks_verbalized_sampling_the_open_ended_requests_only():
-    from powerflow.errors import UserError
+def test_the_pipeline_asks_verbalized_sampling_the_open_ended_requests_when_there_are_some():
     from powerflow.pipeline.evaluate import verbalized_rows
 
     rows = [{"id": "r", "family": "reasoning", "prompt": "Q 3 5 =", "request": "Q 3 5 ="},
@@ -399,5 +398,6 @@ def test_the_pipeline_asks_verbalized_sampling_the_open_ended_requests_only():
     chosen = verbalized_rows(rows, kinds)
     assert [(r["id"], r["prompt"]) for r in chosen] == [("c", "name a fruit :"), ("w", "write a poem")]
     assert rows[1]["prompt"] == "user: name a fruit : assistant:"  # the caller's rows are left as they were
-    with pytest.raises(UserError, match="open-ended and creative"):
-        verbalized_rows(rows[:1], kinds)
+    # a dataset with no open-ended family (math only): every row, asked by its request
+    math = [{"id": "m", "family": "math", "prompt": "<|user|> Solve x + 1 = 2 <|assistant|>", "request": "Solve x + 1 = 2"}]
+    assert [r["prompt"] for r in verbalized_rows(math, {"math": "reasoning"})] == ["Solve x + 1 = 2"]
