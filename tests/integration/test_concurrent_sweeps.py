@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 SWEEPS = {"sweep-a": 0.5, "sweep-b": 2.0}  # sweep name -> its one α
 # One flow run per DVC stage of a one-α sweep without baselines (and the two baselines every sweep runs).
-FLOWS_PER_SWEEP = {"prepare": 1, "base": 1, "train": 1, "evaluate": 3, "register": 1, "report": 1}
+FLOWS_PER_SWEEP = {"prepare": 1, "base": 1, "train": 1, "evaluate": 4, "register": 1, "report": 1}
 
 
 def member(alpha: float) -> str:
