@@ -10,6 +10,7 @@ pipeline step `evaluate_checkpoint` writes its folder whole, or leaves the previ
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -344,6 +345,8 @@ def test_a_failure_after_generation_keeps_the_previous_output(evaluated_policy, 
     missing_base = tmp_path / "no-such-base-model"
     cfg = load_pipeline_config(write_project(tmp_path / "project", missing_base,
                                              {k: sources[k] for k in ("math500", "coverageqa")}))
+    # no judge: params.yaml's judge is the base model, which would be found missing before generation
+    cfg = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, judge=None))
     with pytest.raises(UserError, match="no-such-base-model") as failure:
         evaluate_checkpoint(cfg, str(tiny_model_dir), out_dir, progress=False, alpha=1.0)
     assert any(entry.name == "policy_diagnostics_of" for entry in failure.traceback)  # after the evaluation
